@@ -1,0 +1,122 @@
+"""Parses the command line, loads config once, and calls one function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot.config import ASPECTS, OUTPUT_FORMATS, ConfigError
+from bot.errors import UserFacingError
+
+log = logging.getLogger("bot")
+
+# subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
+HANDLERS = {
+    "run": "bot.cli.run:cmd_run",
+    "generate": "bot.cli.generate:cmd_generate",
+    "simulator": "bot.cli.simulator:cmd_simulator",
+    "doctor": "bot.cli.doctor:cmd_doctor",
+    "health": "bot.cli.ops:cmd_health",
+    "sync": "bot.cli.run:cmd_sync",
+    "quota": "bot.cli.ops:cmd_quota",
+    "usage": "bot.cli.ops:cmd_usage",
+    "jobs": "bot.cli.ops:cmd_jobs",
+    "backup": "bot.cli.ops:cmd_backup",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="klingbot", description="KlingAI videos on Runware, for Discord.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", metavar="PATH", help="config file (default: $KLINGBOT_CONFIG or ./config.toml)")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the Discord bot"))
+    run.add_argument("--sandbox", action="store_true", help="use the built-in Runware simulator (no money spent)")
+
+    gen = with_config(sub.add_parser("generate", help="one generation from the terminal"))
+    gen.add_argument("prompt")
+    gen.add_argument("--model")
+    gen.add_argument("--duration")
+    gen.add_argument("--aspect", help=f"one of {', '.join(ASPECTS)}")
+    gen.add_argument("--first-frame", metavar="FILE")
+    gen.add_argument("--last-frame", metavar="FILE")
+    gen.add_argument("--negative", metavar="TEXT")
+    gen.add_argument("--cfg", metavar="X", help="CFG scale, 0..1 in steps of 0.01")
+    gen.add_argument("--variations", metavar="N", help="1..4")
+    gen.add_argument("--format", help=f"one of {', '.join(OUTPUT_FORMATS)}")
+    gen.add_argument("--quality", metavar="Q", help="20..99")
+    gen.add_argument("--out", default="./videos", metavar="DIR")
+    gen.add_argument("--dry-run", action="store_true", help="validate and print the tasks; send nothing")
+    gen.add_argument("--json", action="store_true", help="machine-readable output")
+    gen.add_argument("--sandbox", action="store_true", help="use the built-in Runware simulator")
+    gen.add_argument("--user", type=int, default=0, metavar="ID", help="member id the job is charged to")
+
+    sim = sub.add_parser("simulator", help="serve the Runware simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8787)
+    sim.add_argument("--api-key", default="sandbox")
+    sim.add_argument("--speed", type=float, default=1.0, help="divide generation times by X")
+    sim.add_argument("--fail-rate", type=float, default=0.0, help="share of tasks that fail (0..1)")
+
+    with_config(sub.add_parser("doctor", help="check config, database, keys; print the invite URL"))
+    with_config(sub.add_parser("health", help="exit 0 when the running bot's heartbeat is fresh"))
+    sync = with_config(sub.add_parser("sync", help="register slash commands"))
+    sync.add_argument("--guild", type=int, metavar="ID")
+
+    quota = with_config(sub.add_parser("quota", help="show or change a member's quota"))
+    quota.add_argument("action", choices=["show", "set", "reset", "credit"])
+    quota.add_argument("--guild", type=int, default=0, metavar="ID")
+    quota.add_argument("--user", type=int, default=0, metavar="ID")
+    quota.add_argument("--daily-videos", metavar="N|unlimited")
+    quota.add_argument("--monthly-usd", metavar="USD|unlimited")
+    quota.add_argument("--max-concurrent", metavar="N|unlimited")
+    quota.add_argument("--amount", metavar="USD", help="for credit (negative takes away)")
+    quota.add_argument("--reason", default="")
+
+    usage = with_config(sub.add_parser("usage", help="spend and videos from the ledger"))
+    usage.add_argument("--period", choices=["today", "7d", "month", "all"], default="month")
+    usage.add_argument("--by", choices=["user", "model", "day"], default="user")
+    usage.add_argument("--csv", metavar="FILE")
+    usage.add_argument("--guild", type=int, metavar="ID")
+
+    jobs = with_config(sub.add_parser("jobs", help="list jobs"))
+    jobs.add_argument("--state")
+    jobs.add_argument("--limit", type=int, default=50)
+
+    backup = with_config(sub.add_parser("backup", help="online backup of the database"))
+    backup.add_argument("path")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    module_name, func_name = HANDLERS[args.command].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"klingbot {args.command}: not built yet", file=sys.stderr)
+        return 1
+    try:
+        return int(getattr(module, func_name)(args) or 0)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except UserFacingError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,353 @@
+"""Configuration: pydantic models loaded once from TOML and the environment.
+
+Money in the file is USD (decimals); it is converted to integer micro-USD on load, so no float
+ever reaches the ledger. A limit written as the string "unlimited" becomes ``None``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tomllib
+import zoneinfo
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+log = logging.getLogger(__name__)
+
+MICRO = 1_000_000
+DEFAULT_CONFIG_PATH = "config.toml"
+SAFETY_MODES = ("none", "fast", "full")
+ASPECTS = ("16:9", "9:16", "1:1")
+OUTPUT_FORMATS = ("MP4", "WEBM", "MOV")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the key, the value and the file."""
+
+
+def usd_to_micro(value: Any) -> int:
+    """USD (int, float, decimal string) -> integer micro-USD, rounded half up."""
+    if isinstance(value, bool):
+        raise ValueError("expected an amount in USD, e.g. 5.00")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError("expected an amount in USD, e.g. 5.00") from exc
+    if not amount.is_finite():
+        raise ValueError("expected a finite amount in USD")
+    return int((amount * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def micro_to_usd(micro: int) -> str:
+    """Integer micro-USD -> '$1.234567' trimmed to cents where exact, for people."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    text = f"{frac:06d}".rstrip("0")
+    if len(text) < 2:
+        text = text.ljust(2, "0")
+    return f"{sign}${whole}.{text}"
+
+
+def micro_to_decimal_str(micro: int) -> str:
+    """Integer micro-USD -> '1.234567' (always 6 decimals), for CSV exports."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def _unlimited_or(kind: str):
+    def parse(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "unlimited"):
+            return None
+        if kind == "usd":
+            return usd_to_micro(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError('expected a whole number or "unlimited"')
+        return value
+
+    return BeforeValidator(parse)
+
+
+MicroUSDLimit = Annotated[int | None, _unlimited_or("usd")]
+CountLimit = Annotated[int | None, _unlimited_or("count")]
+MicroUSD = Annotated[int, BeforeValidator(usd_to_micro)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class DiscordConfig(_Section):
+    api_base_url: str = "https://discord.com/api/v10"
+    dev_guild_id: int = 0
+    allow_dms: bool = False
+    attachment_hosts: list[str] = ["cdn.discordapp.com", "media.discordapp.net"]
+    ops_channel_id: int = 0
+
+    @property
+    def is_default_api(self) -> bool:
+        return self.api_base_url.rstrip("/") == "https://discord.com/api/v10"
+
+
+class RunwareConfig(_Section):
+    api_url: str = "https://api.runware.ai/v1"
+    first_poll_after_s: float = Field(10.0, ge=0)
+    poll_interval_s: float = Field(3.0, gt=0)
+    poll_batch_size: int = Field(50, ge=1, le=500)
+    job_deadline_s: float = Field(1800, gt=0)
+    late_result_window_s: float = Field(86400, ge=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    webhook_public_url: str = ""
+    webhook_listen: str = "127.0.0.1:8788"
+    download_hosts: list[str] = ["*.runware.ai"]
+    safety_mode: Literal["none", "fast", "full"] = "fast"
+    output_ttl_s: int = Field(86400, ge=60)
+
+    @field_validator("webhook_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('expected "HOST:PORT", e.g. "127.0.0.1:8788"')
+        return value
+
+
+class StorageConfig(_Section):
+    path: str = "data/klingbot.sqlite3"
+
+
+class LimitsConfig(_Section):
+    """Defaults for every member of every guild. ``None`` means unlimited; money is micro-USD."""
+
+    daily_videos: CountLimit = 5
+    monthly_micro_usd: MicroUSDLimit = Field(5 * MICRO, alias="monthly_usd")
+    max_concurrent: CountLimit = 2
+    guild_monthly_micro_usd: MicroUSDLimit = Field(100 * MICRO, alias="guild_monthly_usd")
+    global_daily_micro_usd: MicroUSDLimit = Field(50 * MICRO, alias="global_daily_usd")
+    max_in_flight: int = Field(20, ge=1)
+
+
+class ProgressConfig(_Section):
+    min_edit_interval_s: float = Field(8.0, ge=0)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError('expected an IANA time zone such as "UTC" or "Europe/Berlin"') from exc
+        return value
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+class ModelSpec(_Section):
+    """One entry of the model registry: everything the bot knows about a Runware model."""
+
+    model_id: str
+    label: str
+    sizes: dict[str, tuple[int, int]]
+    durations: list[int]
+    fps: int = Field(gt=0)
+    text_to_video: bool
+    last_frame: bool
+    micro_usd_per_second: MicroUSD = Field(alias="usd_per_second")
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, value: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        if not value:
+            raise ValueError("at least one size is needed")
+        for aspect, (width, height) in value.items():
+            if width <= 0 or height <= 0:
+                raise ValueError(f"size for {aspect!r} must be positive, got {width}x{height}")
+        return value
+
+    @field_validator("durations")
+    @classmethod
+    def _durations(cls, value: list[int]) -> list[int]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError("expected a non-empty list of positive whole seconds")
+        return sorted(set(value))
+
+    def estimate_micro_usd(self, duration_s: int, variations: int) -> int:
+        return self.micro_usd_per_second * duration_s * variations
+
+
+# The registry's built-in entries (SPEC 9). Config tables merge over these key by key.
+BUILTIN_MODELS: dict[str, dict[str, Any]] = {
+    "kling-2.5-turbo-pro": {
+        "model_id": "klingai:6@1",
+        "label": "Kling 2.5 Turbo Pro",
+        "sizes": {"16:9": [1280, 720], "9:16": [720, 1280], "1:1": [720, 720]},
+        "durations": [5, 10],
+        "fps": 30,
+        "text_to_video": True,
+        "last_frame": True,
+        "usd_per_second": "0.07",
+    },
+    "kling-2.1-pro": {
+        "model_id": "klingai:5@2",
+        "label": "Kling 2.1 Pro",
+        "sizes": {"16:9": [1920, 1080], "9:16": [1080, 1920], "1:1": [1080, 1080]},
+        "durations": [5, 10],
+        "fps": 24,
+        "text_to_video": False,
+        "last_frame": True,
+        "usd_per_second": "0.10",
+    },
+}
+DEFAULT_MODEL_KEY = "kling-2.5-turbo-pro"
+
+
+class Secrets(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    discord_token: SecretStr | None = None
+    runware_api_key: SecretStr | None = None
+    runware_webhook_secret: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Secrets:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> SecretStr | None:
+            value = env.get(name, "").strip()
+            return SecretStr(value) if value else None
+
+        return cls(
+            discord_token=get("DISCORD_TOKEN"),
+            runware_api_key=get("RUNWARE_API_KEY"),
+            runware_webhook_secret=get("RUNWARE_WEBHOOK_SECRET"),
+        )
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    discord: DiscordConfig = DiscordConfig()
+    runware: RunwareConfig = RunwareConfig()
+    storage: StorageConfig = StorageConfig()
+    limits: LimitsConfig = LimitsConfig()
+    progress: ProgressConfig = ProgressConfig()
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+    source: str = Field("(defaults)", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_registry(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            data["models"] = merge_models(data.get("models") or {})
+        return data
+
+    def model(self, key: str) -> ModelSpec:
+        return self.models[key]
+
+    def with_overrides(self, **sections: Any) -> Config:
+        """A copy with some fields replaced (used by --sandbox and tests)."""
+        return self.model_copy(update=sections)
+
+
+def merge_models(overrides: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(overrides, dict):
+        raise ValueError("[models] must be a table of model tables")
+    merged: dict[str, Any] = copy.deepcopy(BUILTIN_MODELS)
+    for key, table in overrides.items():
+        if isinstance(table, ModelSpec):
+            merged[key] = table
+            continue
+        if not isinstance(table, dict):
+            raise ValueError(f"[models.{key}] must be a table")
+        merged[key] = {**merged.get(key, {}), **table}
+    return merged
+
+
+def resolve_config_path(cli_path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if cli_path:
+        return Path(cli_path)
+    if env.get("KLINGBOT_CONFIG"):
+        return Path(env["KLINGBOT_CONFIG"])
+    return Path(DEFAULT_CONFIG_PATH)
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    # pydantic adds the validator's function name for Annotated validators; keep real keys only.
+    key = ".".join(p for p in loc if not p.startswith("function-"))
+    value: Any = data
+    for part in error["loc"]:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            value = None
+            break
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key} = {value!r}: {msg}"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Load config from TOML (``--config``, else ``KLINGBOT_CONFIG``, else ./config.toml) and secrets
+    from the environment. A missing file means all defaults."""
+    env_map = os.environ if env is None else env
+    file = resolve_config_path(path, env_map)
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot be read: {exc.strerror}") from exc
+        source = str(file)
+    else:
+        if path:
+            raise ConfigError(f"{file}: config file not found")
+        log.info("no config file at %s: using defaults", file)
+        source = "(defaults)"
+    if "secrets" in data or "source" in data:
+        bad = "secrets" if "secrets" in data else "source"
+        raise ConfigError(f"{file}: unknown key {bad!r} (secrets come from the environment)")
+    try:
+        return Config.model_validate({**data, "secrets": Secrets.from_env(env_map), "source": source})
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e, data) for e in exc.errors())
+        raise ConfigError(f"{file}: {problems}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+
+
+def sandbox_db_path(path: str) -> str:
+    """``data/klingbot.sqlite3`` -> ``data/klingbot.sandbox.sqlite3`` (SPEC 2.1)."""
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.sandbox{p.suffix}"))

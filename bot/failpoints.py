@@ -1,0 +1,24 @@
+"""Crash-test failpoints (SPEC 3.1): KLINGBOT_FAILPOINT=<name> kills the process with SIGKILL when
+it reaches that point. Inert when the variable is unset."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+# One per transition; the crash suite iterates over this tuple.
+NAMES = (
+    "after_reserve",          # job row queued + reserve ledger row committed
+    "after_upload",           # frames uploaded, imageUUIDs stored
+    "before_submit",          # job claimed for submission, request not yet sent
+    "after_submit",           # Runware acknowledged, state 'submitted' written
+    "after_result_recorded",  # a result row written, not yet delivered
+    "after_settle",           # cost settled, results not yet delivered
+    "after_delivery",         # a result marked delivered, final notice not posted
+    "after_notify",           # notified_at written
+)
+
+
+def hit(name: str) -> None:
+    if os.environ.get("KLINGBOT_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,128 @@
+from pathlib import Path
+
+import pytest
+
+from bot.config import (
+    BUILTIN_MODELS,
+    Config,
+    ConfigError,
+    load_config,
+    micro_to_decimal_str,
+    micro_to_usd,
+    sandbox_db_path,
+    usd_to_micro,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, env={})
+    assert cfg == Config()
+    assert cfg.limits.monthly_micro_usd == 5_000_000
+    assert cfg.limits.global_daily_micro_usd == 50_000_000
+    assert cfg.runware.poll_batch_size == 50
+    assert cfg.models["kling-2.5-turbo-pro"].micro_usd_per_second == 70_000
+    assert cfg.models["kling-2.1-pro"].text_to_video is False
+    assert cfg.secrets.discord_token is None
+
+
+def test_explicit_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_example_file_loads_and_equals_defaults():
+    cfg = load_config(ROOT / "config.example.toml", env={})
+    assert cfg.model_dump() == Config().model_dump()
+
+
+def test_env_var_names_the_file(tmp_path):
+    path = write(tmp_path, "[limits]\ndaily_videos = 9\n")
+    cfg = load_config(None, env={"KLINGBOT_CONFIG": str(path)})
+    assert cfg.limits.daily_videos == 9
+
+
+def test_secrets_come_from_env_and_are_hidden(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, env={"DISCORD_TOKEN": "tok-123", "RUNWARE_API_KEY": "key-456"})
+    assert cfg.secrets.discord_token.get_secret_value() == "tok-123"
+    assert "tok-123" not in repr(cfg) and "key-456" not in repr(cfg)
+    assert "key-456" not in str(cfg.model_dump())
+
+
+def test_secrets_in_file_are_refused(tmp_path):
+    path = write(tmp_path, '[secrets]\ndiscord_token = "x"\n')
+    with pytest.raises(ConfigError, match="secrets"):
+        load_config(path, env={})
+
+
+def test_money_becomes_micro_and_unlimited_lifts(tmp_path):
+    path = write(tmp_path, '[limits]\nmonthly_usd = 12.345678\nguild_monthly_usd = "unlimited"\n'
+                           'daily_videos = "unlimited"\nglobal_daily_usd = 7\n')
+    cfg = load_config(path, env={})
+    assert cfg.limits.monthly_micro_usd == 12_345_678
+    assert cfg.limits.guild_monthly_micro_usd is None
+    assert cfg.limits.daily_videos is None
+    assert cfg.limits.global_daily_micro_usd == 7_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[limits]\nfoo = 1\n", "unknown key 'limits.foo'"),
+        ("[nope]\nx = 1\n", "unknown key 'nope'"),
+        ('[limits]\ndaily_videos = "lots"\n', "limits.daily_videos = 'lots'"),
+        ('[limits]\nmonthly_usd = "five"\n', "limits.monthly_usd = 'five'"),
+        ("[runware]\noutput_ttl_s = 10\n", "runware.output_ttl_s = 10"),
+        ('[runware]\nsafety_mode = "off"\n', "runware.safety_mode = 'off'"),
+        ("[runware]\npoll_batch_size = 0\n", "runware.poll_batch_size = 0"),
+        ('[runware]\nwebhook_listen = "nowhere"\n', "runware.webhook_listen = 'nowhere'"),
+        ('[progress]\ntimezone = "Mars/Olympus"\n', "progress.timezone = 'Mars/Olympus'"),
+        ("[discord]\nallow_dms = 3\n", "discord.allow_dms = 3"),
+        ('[models."kling-2.5-turbo-pro"]\nfps = 0\n', "models.kling-2.5-turbo-pro.fps = 0"),
+        ('[models."kling-2.5-turbo-pro"]\nbogus = 1\n', "unknown key 'models.kling-2.5-turbo-pro.bogus'"),
+        ('[models.new]\nmodel_id = "x:1@1"\n', "models.new.label: required key is missing"),
+        ("[limits\n", "not valid TOML"),
+    ],
+)
+def test_bad_files_name_key_value_and_file(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert expected in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_registry_merges_key_by_key_and_adds_models(tmp_path):
+    path = write(
+        tmp_path,
+        '[models."kling-2.5-turbo-pro"]\nusd_per_second = 0.08\n'
+        '[models."kling-2.5-turbo-pro".sizes]\n"16:9" = [1920, 1080]\n'
+        '[models.mini]\nmodel_id = "vendor:1@1"\nlabel = "Mini"\nsizes = { "1:1" = [512, 512] }\n'
+        'durations = [10, 5]\nfps = 24\ntext_to_video = true\nlast_frame = false\nusd_per_second = 0.01\n',
+    )
+    cfg = load_config(path, env={})
+    turbo = cfg.models["kling-2.5-turbo-pro"]
+    assert turbo.micro_usd_per_second == 80_000
+    assert turbo.model_id == BUILTIN_MODELS["kling-2.5-turbo-pro"]["model_id"]  # untouched keys kept
+    assert turbo.sizes == {"16:9": (1920, 1080)}
+    assert cfg.models["mini"].durations == [5, 10]
+    assert "kling-2.1-pro" in cfg.models
+
+
+def test_money_helpers():
+    assert usd_to_micro("0.0000005") == 1  # half up
+    assert usd_to_micro(0.35) == 350_000
+    assert micro_to_usd(350_000) == "$0.35"
+    assert micro_to_usd(1_234_567) == "$1.234567"
+    assert micro_to_usd(-5_000_000) == "-$5.00"
+    assert micro_to_decimal_str(350_000) == "0.350000"
+    assert sandbox_db_path("data/klingbot.sqlite3") == "data/klingbot.sandbox.sqlite3"
