@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -43,15 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen = with_config(sub.add_parser("generate", help="one generation from the terminal"))
     gen.add_argument("prompt")
     gen.add_argument("--model")
-    gen.add_argument("--duration")
+    gen.add_argument("--duration", type=int, metavar="SECONDS")
     gen.add_argument("--aspect", help=f"one of {', '.join(ASPECTS)}")
     gen.add_argument("--first-frame", metavar="FILE")
     gen.add_argument("--last-frame", metavar="FILE")
     gen.add_argument("--negative", metavar="TEXT")
-    gen.add_argument("--cfg", metavar="X", help="CFG scale, 0..1 in steps of 0.01")
-    gen.add_argument("--variations", metavar="N", help="1..4")
+    gen.add_argument("--cfg", type=float, metavar="X", help="CFG scale, 0..1 in steps of 0.01")
+    gen.add_argument("--variations", type=int, metavar="N", help="1..4")
     gen.add_argument("--format", help=f"one of {', '.join(OUTPUT_FORMATS)}")
-    gen.add_argument("--quality", metavar="Q", help="20..99")
+    gen.add_argument("--quality", type=int, metavar="Q", help="20..99")
     gen.add_argument("--out", default="./videos", metavar="DIR")
     gen.add_argument("--dry-run", action="store_true", help="validate and print the tasks; send nothing")
     gen.add_argument("--json", action="store_true", help="machine-readable output")
@@ -117,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except UserFacingError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        if getattr(args, "json", False) and not getattr(args, "dry_run", False):
+            # Scripts reading the last stdout line get an answer even when nothing ran.
+            status = {2: "invalid", 3: "refused"}.get(exc.exit_code, "error")
+            print(json.dumps({"job_id": None, "status": status, "task_uuid": None, "model": None,
+                              "videos": [], "seeds": [], "cost_usd": 0, "error": exc.message}))
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

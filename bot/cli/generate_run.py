@@ -1,0 +1,145 @@
+"""The real run of `klingbot generate`: the same engine as the bot, with a terminal sink."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bot.cli.generate import resolve_from_args
+from bot.config import Config, micro_to_usd
+from bot.db.connection import open_database
+from bot.db.records import JobRecord
+from bot.errors import UserFacingError
+from bot.runware.client import RunwareClient
+from bot.sandbox import sandbox_config, sandbox_key
+from bot.services.engine import Engine
+from bot.services.progress import Outcome, ProgressUpdate
+from bot.services.quotas import Member
+
+NO_DOWNLOAD_CAP = 4 * 1024**3
+TERMINAL_GUILD = 0
+
+
+class TerminalSink:
+    """Shows a progress bar on stderr and saves results into --out."""
+
+    def __init__(self, out_dir: Path, show_bar: bool = True) -> None:
+        self.out_dir = out_dir
+        self.show_bar = show_bar
+        self.outcomes: dict[int, Outcome] = {}
+        self.finished = asyncio.Condition()
+        self._bars: dict[int, tqdm] = {}
+
+    def download_cap(self, job: JobRecord) -> int:
+        return NO_DOWNLOAD_CAP
+
+    def download_dir(self, job: JobRecord) -> Path:
+        return self.out_dir
+
+    async def progress(self, update: ProgressUpdate) -> int | None:
+        if not self.show_bar:
+            return None
+        bar = self._bars.get(update.job.id)
+        total = round(update.estimate_s or update.job.duration_s * 12)
+        if bar is None:
+            bar = tqdm(total=total, unit="s", file=sys.stderr, dynamic_ncols=True, leave=False,
+                       bar_format="{desc} |{bar}| {n:.0f}/{total:.0f} s")
+            self._bars[update.job.id] = bar
+        phase = update.phase if update.queue_position is None else f"queued (#{update.queue_position})"
+        note = f" - {update.note}" if update.note else ""
+        bar.set_description_str(f"job #{update.job.id} {phase}{note}")
+        bar.n = min(update.elapsed_s, bar.total)
+        bar.refresh()
+        return None
+
+    async def deliver(self, outcome: Outcome) -> int | None:
+        bar = self._bars.pop(outcome.job.id, None)
+        if bar is not None:
+            bar.close()
+        async with self.finished:
+            self.outcomes[outcome.job.id] = outcome
+            self.finished.notify_all()
+        return None
+
+    async def alert(self, text: str) -> None:
+        print(f"alert: {text}", file=sys.stderr)
+
+    async def wait_for(self, job_id: int) -> Outcome:
+        async with self.finished:
+            await self.finished.wait_for(lambda: job_id in self.outcomes)
+            return self.outcomes[job_id]
+
+
+def status_of(job: JobRecord) -> str:
+    return "delivered" if job.state == "succeeded" and job.notified_at else job.state
+
+
+def summary(job: JobRecord, outcome: Outcome, cost_micro: int | None) -> dict:
+    return {
+        "job_id": job.id,
+        "status": status_of(job),
+        "task_uuid": job.task_uuid,
+        "model": job.params.get("model_id"),
+        "videos": [str(f.path) for f in outcome.files if f.path],
+        "seeds": [f.result.seed for f in outcome.files],
+        "cost_usd": (cost_micro or 0) / 1_000_000,
+        "error": job.error or None,
+    }
+
+
+async def _generate(cfg: Config, args: argparse.Namespace) -> int:
+    request, first, last = resolve_from_args(cfg, args)  # invalid input exits 2 before anything runs
+    async with contextlib.AsyncExitStack() as stack:
+        if args.sandbox:
+            from bot.simulator.server import run_simulator
+
+            sim = await stack.enter_async_context(run_simulator(api_key=sandbox_key().get_secret_value(),
+                                                                speed=20.0))
+            cfg = sandbox_config(cfg, sim.url)
+            api_key = sandbox_key()
+        else:
+            if cfg.secrets.runware_api_key is None:
+                raise UserFacingError("RUNWARE_API_KEY is not set (or use --sandbox to try the simulator)")
+            api_key = cfg.secrets.runware_api_key
+        db = await open_database(cfg.storage.path)
+        stack.push_async_callback(db.close)
+        client = RunwareClient(
+            api_url=cfg.runware.api_url,
+            api_key=api_key,
+            timeout_s=cfg.runware.request_timeout_s,
+            max_retries=cfg.runware.max_retries,
+            poll_batch_size=cfg.runware.poll_batch_size,
+        )
+        stack.push_async_callback(client.aclose)
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sink = TerminalSink(out_dir, show_bar=sys.stderr.isatty())
+        engine = Engine(cfg=cfg, db=db, client=client, sink=sink)
+        await engine.start()
+        stack.push_async_callback(engine.stop)
+        job = await engine.create_job(
+            Member(TERMINAL_GUILD, args.user), request, channel_id=0, first=first, last=last
+        )
+        outcome = await sink.wait_for(job.id)
+        final = await engine.store.get(job.id)
+        assert final is not None
+        cost = await engine.store.settled_cost(job.id)
+        result = summary(final, outcome, cost)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for path in result["videos"]:
+            print(path)
+        print(f"job #{result['job_id']}: {result['status']}, cost {micro_to_usd(cost or 0)}"
+              + (f"; {result['error']}" if result["error"] else ""))
+    return 0 if result["status"] == "delivered" else 1
+
+
+def run_generation(cfg: Config, args: argparse.Namespace) -> int:
+    return asyncio.run(_generate(cfg, args))

@@ -1,0 +1,30 @@
+"""--sandbox: the built-in Runware simulator, in-process on a free loopback port, with its own
+database so sandbox jobs never count against real quotas or usage."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from bot.config import Config, sandbox_db_path
+
+SANDBOX_API_KEY = "sandbox"
+SANDBOX_SPEED = 20.0        # a 5 s video "generates" in 3 s
+SANDBOX_POLL_S = 0.5
+
+
+def sandbox_config(cfg: Config, simulator_url: str) -> Config:
+    runware = cfg.runware.model_copy(
+        update={
+            "api_url": simulator_url,
+            "download_hosts": [*cfg.runware.download_hosts, "127.0.0.1"],
+            "first_poll_after_s": min(cfg.runware.first_poll_after_s, SANDBOX_POLL_S),
+            "poll_interval_s": min(cfg.runware.poll_interval_s, SANDBOX_POLL_S),
+            "webhook_public_url": "",
+        }
+    )
+    storage = cfg.storage.model_copy(update={"path": sandbox_db_path(cfg.storage.path)})
+    return cfg.model_copy(update={"runware": runware, "storage": storage})
+
+
+def sandbox_key() -> SecretStr:
+    return SecretStr(SANDBOX_API_KEY)

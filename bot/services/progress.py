@@ -1,0 +1,72 @@
+"""The small interface through which services report a job's life. The Discord layer and the
+terminal each implement it; services never import discord.
+
+One sink serves every job: after a restart the engine rebuilds everything from the database, so a
+sink must work from the job record alone (channel id, progress message id), never from memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from bot.db.records import JobRecord, ResultRecord
+
+Phase = Literal["queued", "submitted", "processing"]
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """What a progress message shows; sinks render it and skip edits that change nothing visible."""
+
+    job: JobRecord
+    phase: Phase
+    elapsed_s: float
+    queue_position: int | None = None  # 1-based while queued
+    estimate_s: float | None = None    # median of past jobs of the same model and duration
+    note: str | None = None            # e.g. "Runware is not answering, retrying"
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One finished variation, downloaded when it fits the sink's size cap."""
+
+    result: ResultRecord
+    path: Path | None            # None when it did not fit (then post the link) or it was flagged
+    size: int | None
+    expires_at: float | None     # unix time when Runware's URL expires (ttl)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished job as the member should see it."""
+
+    job: JobRecord
+    files: list[ResultFile] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)   # one user-facing line per failed variation
+    flagged: int = 0                                     # results withheld by the content check
+    cost_micro: int | None = None
+
+
+class DeliveryFailed(Exception):
+    """The sink could not deliver now; the engine tries again on a later tick."""
+
+
+class JobSink(Protocol):
+    def download_cap(self, job: JobRecord) -> int:
+        """Largest file (bytes) the sink can hand over for this job; larger results are linked."""
+        ...
+
+    def download_dir(self, job: JobRecord) -> Path:
+        """Where the engine downloads this job's results before calling ``deliver``."""
+        ...
+
+    async def progress(self, update: ProgressUpdate) -> int | None:
+        """Show progress. May be called often: coalesce and pace. Returns the progress message id
+        when it posted a new one, so the engine can store it."""
+        ...
+
+    async def deliver(self, outcome: Outcome) -> int | None:
+        """Post the final message (results or failure notice). Returns its id. Raise DeliveryFailed
+        to be called again later; any other exception is logged and retried too."""
+        ...
