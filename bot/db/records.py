@@ -1,0 +1,249 @@
+"""Typed rows: what the query functions return. Frozen; built from sqlite3.Row by ``from_row``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+JobState = Literal["queued", "submitted", "processing", "succeeded", "failed", "timed_out", "cancelled"]
+LedgerKind = Literal["reserve", "settle", "release", "credit", "refund"]
+
+ACTIVE_STATES: tuple[str, ...] = ("queued", "submitted", "processing")
+AT_RUNWARE_STATES: tuple[str, ...] = ("submitted", "processing")
+FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "timed_out", "cancelled")
+ALL_STATES: tuple[str, ...] = ACTIVE_STATES + FINAL_STATES
+UNLIMITED = -1  # stored in an override column: "no limit"
+
+
+def _columns(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    model_key: str
+    params: dict[str, Any]
+    task_uuid: str
+    image_uuids: dict[str, str]
+    duration_s: int
+    variations: int
+    estimate_micro: int
+    state: str
+    error: str | None
+    failed_variations: int
+    cancel_requested: bool
+    cancelled_by: str | None
+    created_at: float
+    day: str
+    month: str
+    claimed_by: str | None
+    claimed_at: float | None
+    submitted_at: float | None
+    finished_at: float | None
+    notified_at: float | None
+    next_poll_at: float | None
+    last_polled_at: float | None
+    progress_message_id: int | None
+    result_message_id: int | None
+    upload_limit: int | None
+    parent_job_id: int | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def is_terminal(self) -> bool:
+        """Created from the command line (guild 0)."""
+        return self.guild_id == 0
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobRecord:
+        data = {name: row[name] for name in _columns(cls)}
+        data["params"] = json.loads(data["params"] or "{}")
+        data["image_uuids"] = json.loads(data["image_uuids"] or "{}")
+        data["cancel_requested"] = bool(data["cancel_requested"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    id: int
+    job_id: int
+    video_uuid: str
+    video_url: str | None
+    seed: int | None
+    cost_micro: int | None
+    nsfw: bool
+    created_at: float
+    delivered_at: float | None
+    local_path: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ResultRecord:
+        data = {name: row[name] for name in _columns(cls)}
+        data["nsfw"] = bool(data["nsfw"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    id: int
+    at: float
+    kind: str
+    guild_id: int
+    user_id: int
+    job_id: int | None
+    amount_micro: int
+    day: str
+    month: str
+    actor: str
+    reason: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> LedgerRecord:
+        return cls(**{name: row[name] for name in _columns(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class JobMoney:
+    """A job's ledger in one line: what was reserved, settled, released and refunded (micro-USD).
+    ``settled``/``released``/``refunded`` are None when that row does not exist."""
+
+    reserved: int
+    settled: int | None
+    released: int | None
+    refunded: int | None
+
+    @property
+    def finalized(self) -> bool:
+        """Settled or released."""
+        return self.settled is not None or self.released is not None
+
+    @property
+    def counted(self) -> int:
+        """What the job counts against limits now: settled cost, 0 if released, else the reserve."""
+        if self.settled is not None:
+            return self.settled
+        return 0 if self.released is not None else self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverride:
+    """A member's or a role's overrides. None = not overridden; -1 (UNLIMITED) = no limit."""
+
+    daily_videos: int | None = None
+    monthly_micro: int | None = None
+    max_concurrent: int | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> LimitOverride:
+        return cls(row["daily_videos"], row["monthly_micro"], row["max_concurrent"])
+
+
+@dataclass(frozen=True, slots=True)
+class RoleLimitRecord:
+    guild_id: int
+    role_id: int
+    limits: LimitOverride
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLimitRecord:
+    guild_id: int
+    user_id: int
+    limits: LimitOverride
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    guild_id: int
+    monthly_budget_micro: int | None = None  # None = config default, -1 = unlimited
+    paused: bool = False
+    pause_reason: str | None = None
+    mod_role_id: int | None = None
+    log_channel_id: int | None = None
+    safety_mode: str | None = None  # None = runware.safety_mode
+    budget_warned_month: str | None = None
+    budget_warned_level: int = 0
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> GuildSettings:
+        data = {name: row[name] for name in _columns(cls)}
+        data["paused"] = bool(data["paused"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    guild_id: int
+    user_id: int
+    reason: str | None
+    actor: str
+    at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> BanRecord:
+        return cls(**{name: row[name] for name in _columns(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    at: float
+    guild_id: int
+    actor: str
+    action: str
+    target: str | None
+    before: str | None
+    after: str | None
+    reason: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> AuditRecord:
+        return cls(**{name: row[name] for name in _columns(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class SpendNumbers:
+    """Everything a reservation check reads, in one query (micro-USD unless a count)."""
+
+    videos_today: int  # variations of the member's jobs today that were not released
+    member_spent_month: int  # counted spend minus refunds
+    member_credit_month: int
+    member_in_flight: int  # queued / submitted / processing, cancel not requested
+    member_pending_month: int  # reserves not yet settled or released
+    guild_spent_month: int  # counted spend minus refunds
+    global_spent_day: int  # counted spend; refunds still count
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SpendNumbers:
+        return cls(**{name: int(row[name] or 0) for name in _columns(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One line of a usage report, grouped by user, model or day."""
+
+    key: str
+    jobs: int
+    videos: int
+    spent_micro: int  # settled costs (refunds not subtracted)
+    pending_micro: int  # reserves still open
+    refunded_micro: int
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> UsageRow:
+        return cls(str(row["key"]), *(int(row[n] or 0) for n in _columns(cls)[1:]))
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    at: float
+    pid: int

@@ -1,0 +1,207 @@
+"""Per-channel pacing of Discord writes (SPEC 3.4).
+
+Discord allows about 5 message writes per 5 s per channel, and discord.py's own limiter still lets
+bursts land in a fresh rate-limit window, so the bot spaces its own writes: at most ``limit`` starts
+in any ``window_s`` per channel. Work is keyed: a newer submission with the key of one still waiting
+replaces it (only the newest render of a message is ever sent), and urgent work (a delivery) goes
+before routine work (a progress edit). No discord import: the work items are plain coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+URGENT = 0
+ROUTINE = 1
+
+
+class SlidingWindow:
+    """At most ``limit`` events in any window of ``window_s`` seconds. Pure: time is passed in."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError("limit must be >= 1 and window_s > 0")
+        self.limit = limit
+        self.window_s = window_s
+        self._starts: deque[float] = deque()
+
+    def _forget(self, now: float) -> None:
+        while self._starts and self._starts[0] <= now - self.window_s:
+            self._starts.popleft()
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait from ``now`` before the next event may start (0 = now)."""
+        self._forget(now)
+        if len(self._starts) < self.limit:
+            return 0.0
+        return max(0.0, self._starts[0] + self.window_s - now)
+
+    def record(self, now: float) -> None:
+        self._forget(now)
+        self._starts.append(now)
+
+    @property
+    def idle(self) -> bool:
+        return not self._starts
+
+
+@dataclass
+class _Item:
+    seq: int
+    key: Hashable | None
+    priority: int
+    not_before: float
+    work: Callable[[], Awaitable[Any]]
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class ChannelPacer:
+    """Runs keyed work per channel, spaced by a SlidingWindow, one item at a time per channel.
+
+    ``clock`` and ``sleep`` are injectable so the schedule can be tested without real time."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = 5,
+        window_s: float = 5.5,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._seq = itertools.count()
+        self._queues: dict[int, list[_Item]] = {}
+        self._windows: dict[int, SlidingWindow] = {}
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+        self._closed = False
+        self.started = 0  # work items started, all channels (tests and the bench read it)
+
+    def pending(self, channel_id: int) -> int:
+        return len(self._queues.get(channel_id, ()))
+
+    def submit(
+        self,
+        channel_id: int,
+        work: Callable[[], Awaitable[Any]],
+        *,
+        key: Hashable | None = None,
+        priority: int = ROUTINE,
+        not_before: float | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue ``work`` for ``channel_id``; returns a future for its result.
+
+        With a ``key`` already waiting in that channel, the waiting item takes the new work (and
+        the earlier of the two start times and the more urgent priority); both callers get the
+        result of the one call that runs."""
+        if self._closed:
+            raise RuntimeError("pacer is closed")
+        loop = asyncio.get_running_loop()
+        when = self._clock() if not_before is None else not_before
+        queue = self._queues.setdefault(channel_id, [])
+        if key is not None:
+            for item in queue:
+                if item.key == key:
+                    item.work = work
+                    item.not_before = min(item.not_before, when)
+                    item.priority = min(item.priority, priority)
+                    self._poke(channel_id)
+                    return item.future
+        item = _Item(next(self._seq), key, priority, when, work, loop.create_future())
+        queue.append(item)
+        self._poke(channel_id)
+        worker = self._workers.get(channel_id)
+        if worker is None or worker.done():
+            self._workers[channel_id] = loop.create_task(self._drain(channel_id), name=f"pacer-{channel_id}")
+        return item.future
+
+    async def run(self, channel_id: int, work: Callable[[], Awaitable[Any]], **kwargs: Any) -> Any:
+        """submit() and wait for the result (exceptions of the work are raised here)."""
+        return await self.submit(channel_id, work, **kwargs)
+
+    def _poke(self, channel_id: int) -> None:
+        event = self._wake.get(channel_id)
+        if event is not None:
+            event.set()
+
+    def next_item(self, channel_id: int, now: float) -> tuple[_Item | None, float]:
+        """The item to start now, or None and how long to wait. Pure scheduling decision:
+        among items whose time has come, the most urgent, then the oldest."""
+        queue = self._queues.get(channel_id) or []
+        if not queue:
+            return None, 0.0
+        window = self._windows.setdefault(channel_id, SlidingWindow(self.limit, self.window_s))
+        ready = [item for item in queue if item.not_before <= now]
+        if not ready:
+            return None, min(item.not_before for item in queue) - now
+        wait = window.delay(now)
+        if wait > 0:
+            return None, wait
+        return min(ready, key=lambda item: (item.priority, item.seq)), 0.0
+
+    async def _drain(self, channel_id: int) -> None:
+        wake = self._wake.setdefault(channel_id, asyncio.Event())
+        try:
+            while self._queues.get(channel_id):
+                wake.clear()
+                now = self._clock()
+                item, wait = self.next_item(channel_id, now)
+                if item is None:
+                    await self._wait(wait, wake)
+                    continue
+                self._queues[channel_id].remove(item)
+                if item.future.cancelled():
+                    continue
+                self._windows[channel_id].record(now)
+                self.started += 1
+                try:
+                    result = await item.work()
+                except Exception as exc:  # handed to the caller through the future
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                else:
+                    if not item.future.done():
+                        item.future.set_result(result)
+        finally:
+            self._workers.pop(channel_id, None)
+            self._wake.pop(channel_id, None)
+            if not self._queues.get(channel_id):
+                self._queues.pop(channel_id, None)
+                window = self._windows.get(channel_id)
+                if window is not None and window.idle:
+                    self._windows.pop(channel_id, None)
+
+    async def _wait(self, seconds: float, wake: asyncio.Event) -> None:
+        """Sleep ``seconds`` (through the injected sleep) unless new work arrives first."""
+        sleeper = asyncio.ensure_future(self._sleep(max(seconds, 0.0)))
+        waiter = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waiter):
+                task.cancel()
+
+    async def close(self) -> None:
+        """Stop: waiting work is dropped (its callers see CancelledError); running work finishes."""
+        self._closed = True
+        for queue in self._queues.values():
+            for item in queue:
+                item.future.cancel()
+            queue.clear()
+        workers = list(self._workers.values())
+        for event in self._wake.values():
+            event.set()
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)

@@ -1,0 +1,104 @@
+"""Hands finished jobs to the sink: downloads each result (streamed, size-capped, allowed hosts
+only), posts the final message through the sink, then records delivery and notification."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+
+from bot.config import Config
+from bot.db.records import JobRecord
+from bot.download import DownloadError, download_to_file
+from bot.services.clock import Clock
+from bot.services.jobs import JobStore
+from bot.services.progress import JobSink, Outcome, ResultFile
+
+log = logging.getLogger("bot.delivery")
+
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 300.0
+
+
+class Deliverer:
+    def __init__(self, cfg: Config, store: JobStore, sink: JobSink, http: httpx.AsyncClient, clock: Clock) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.sink = sink
+        self.http = http
+        self.clock = clock
+        self._failures: dict[int, tuple[int, float]] = {}  # job id -> (attempts, next try); memory only
+
+    async def tick(self, limit: int = 50) -> int:
+        delivered = 0
+        now = self.clock.now()
+        for job in await self.store.pending_notices(limit):
+            attempts, not_before = self._failures.get(job.id, (0, 0.0))
+            if now < not_before:
+                continue
+            try:
+                await self.deliver(job)
+            except Exception:
+                log.exception("job %s: delivery failed (attempt %d); will retry", job.id, attempts + 1)
+                delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempts)
+                self._failures[job.id] = (attempts + 1, now + delay)
+                continue
+            self._failures.pop(job.id, None)
+            delivered += 1
+        return delivered
+
+    async def _fetch(self, job: JobRecord, url: str, dest: Path) -> int | None:
+        if dest.exists():  # downloaded before a restart
+            return dest.stat().st_size
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return await download_to_file(
+                self.http,
+                url,
+                dest,
+                allowed_hosts=self.cfg.runware.download_hosts,
+                max_bytes=self.sink.download_cap(job),
+                what="video",
+            )
+        except DownloadError as exc:
+            # Too large for the sink, or not fetchable: the member still gets the link.
+            log.info("job %s: result not attached (%s)", job.id, exc.message)
+            return None
+
+    async def deliver(self, job: JobRecord) -> int | None:
+        files: list[ResultFile] = []
+        flagged = 0
+        ext = str(job.params.get("output_format", "MP4")).lower()
+        for result in await self.store.results(job.id):
+            if result.nsfw:
+                flagged += 1
+                continue
+            path: Path | None = None
+            size: int | None = None
+            if result.video_url:
+                dest = self.sink.download_dir(job) / f"job{job.id}-{result.video_uuid}.{ext}"
+                size = await self._fetch(job, result.video_url, dest)
+                path = dest if size is not None else None
+            files.append(
+                ResultFile(
+                    result=result,
+                    path=path,
+                    size=size,
+                    expires_at=result.created_at + self.cfg.runware.output_ttl_s,
+                )
+            )
+        failures = [line for line in (job.error or "").splitlines() if line]
+        outcome = Outcome(
+            job=job,
+            files=files,
+            failures=failures,
+            flagged=flagged,
+            cost_micro=await self.store.settled_cost(job.id),
+        )
+        message_id = await self.sink.deliver(outcome)
+        for file in files:
+            if file.result.delivered_at is None:
+                await self.store.mark_delivered(file.result.id, str(file.path) if file.path else None)
+        await self.store.mark_notified(job.id, message_id)
+        return message_id

@@ -1,0 +1,110 @@
+"""One poller for every job at Runware: each tick sends the due jobs' getResponse tasks in batches
+(one HTTP request per batch) and turns what Runware says into state transitions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.config import Config
+from bot.db.records import JobRecord
+from bot.runware.client import RunwareClient
+from bot.runware.errors import AuthError, BalanceError, RunwareError, error_for
+from bot.runware.models import TaskStatus
+from bot.services.clock import Clock
+from bot.services.jobs import JobStore
+
+log = logging.getLogger("bot.poller")
+
+AT_RUNWARE = ("submitted", "processing")
+
+
+@dataclass
+class PollReport:
+    polled: int = 0
+    finished: int = 0
+    failed_request: RunwareError | None = None
+
+
+class Poller:
+    def __init__(
+        self,
+        cfg: Config,
+        store: JobStore,
+        client: RunwareClient,
+        clock: Clock,
+        on_runware_refused: Callable[[RunwareError], Awaitable[None]],
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.on_runware_refused = on_runware_refused
+        self.seen_ready: dict[str, float] = {}  # task_uuid -> when the poller first saw it finished (bench)
+
+    async def tick(self, limit: int = 5000) -> PollReport:
+        now = self.clock.now()
+        due = await self.store.due_for_poll(now, limit)
+        report = PollReport(polled=len(due))
+        if not due:
+            return report
+        try:
+            statuses = await self.client.poll_many([job.task_uuid for job in due])
+        except (AuthError, BalanceError) as exc:
+            await self.on_runware_refused(exc)
+            report.failed_request = exc
+            await self._postpone(due, now)
+            return report
+        except RunwareError as exc:
+            log.warning("getResponse failed (%s); will try again next interval", exc.code)
+            report.failed_request = exc
+            await self._postpone(due, now)
+            return report
+        for job in due:
+            status = statuses.get(job.task_uuid) or TaskStatus(task_uuid=job.task_uuid)
+            try:
+                if await self.apply(job, status, now):
+                    report.finished += 1
+            except Exception:  # one bad job must not stop the poller for the rest
+                log.exception("job %s: could not apply Runware's answer", job.id)
+        return report
+
+    async def _postpone(self, due: list[JobRecord], now: float) -> None:
+        for job in due:
+            await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
+
+    async def apply(self, job: JobRecord, status: TaskStatus, now: float) -> bool:
+        """Record what Runware said about one job. Returns True when the job reached its end at Runware."""
+        for result in status.results:
+            await self.store.record_result(job.id, result)
+        real_errors = [e for e in status.errors if e.code != "taskNotFound"]
+        accounted = len({r.video_uuid for r in status.results}) + len(real_errors)
+        complete = not status.processing and accounted >= job.variations
+        if not complete:
+            if job.state == "submitted" and (status.processing or status.results):
+                await self.store.mark_processing(job.id)
+            if job.state in AT_RUNWARE and now - (job.submitted_at or job.created_at) > self.cfg.runware.job_deadline_s:
+                await self.store.time_out(job.id, "Runware did not finish this video in time.")
+            elif job.state not in AT_RUNWARE and now - job.created_at > self.cfg.runware.late_result_window_s:
+                # A timed-out or cancelled job whose cost never came: stop polling and release.
+                await self.store.expire(job.id)
+                return True
+            await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
+            return False
+
+        self.seen_ready.setdefault(job.task_uuid, now)
+        results = await self.store.results(job.id)
+        cost = sum(r.cost_micro or 0 for r in results) + sum(e.cost_micro or 0 for e in real_errors)
+        if results and all(r.cost_micro is None for r in results):
+            cost = job.estimate_micro  # includeCost was ignored: settle what we reserved, never less
+        failures = [error_for(None, e).user_message for e in real_errors]
+        state = "succeeded" if results else "failed"
+        await self.store.complete(
+            job.id,
+            state=state,
+            error="\n".join(failures) or None,
+            cost_micro=cost,
+            failed_variations=len(real_errors),
+        )
+        return True

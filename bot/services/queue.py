@@ -1,0 +1,72 @@
+"""Fair queue (SPEC 3.6): at most ``max_in_flight`` jobs at Runware; waiting jobs are taken
+round-robin by member, the member whose last submission is oldest first, so one heavy user cannot
+starve the rest. The queue is the jobs table itself, so it survives restarts.
+
+Taking a job claims it for this process (``claimed_by = RUN_ID``) so the next tick does not take it
+again while its submit is in flight. A submit that fails for now should give the job back with
+``JobStore.unclaim``; a claim older than ``CLAIM_TTL_S`` (forgotten, or left by a dead process) is
+taken again anyway. Submitting twice is harmless: the job keeps its taskUUID, and Runware's
+conflictTaskUUID says the first one got through.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from bot.db import Database, Executor
+from bot.db import queries as q
+from bot.db.records import JobRecord
+
+RUN_ID = uuid.uuid4().hex  # this process
+CLAIM_TTL_S = 120.0
+
+
+async def next_to_submit(
+    db: Database,
+    max_in_flight: int,
+    *,
+    run_id: str = RUN_ID,
+    now: float | None = None,
+    claim_ttl_s: float = CLAIM_TTL_S,
+) -> list[JobRecord]:
+    """Claim and return the jobs to submit now, in fair order (possibly none)."""
+    now = time.time() if now is None else now
+    stale = now - claim_ttl_s
+    async with db.transaction() as tx:
+        for job_id in await q.stale_cancelled_claims(tx, stale):
+            job = await q.get_job(tx, job_id)
+            if job is not None:
+                await cancel_queued(tx, job, job.cancelled_by or "system", now)
+        slots = max_in_flight - await q.count_in_flight(tx, run_id, stale)
+        if slots <= 0:
+            return []
+        ids = await q.next_in_queue(tx, run_id, stale, slots)
+        if not ids:
+            return []
+        await q.claim_jobs(tx, ids, run_id, now)
+        jobs = {job.id: job for job in await q.get_jobs(tx, ids)}
+    return [jobs[i] for i in ids]
+
+
+async def cancel_queued(c: Executor, job: JobRecord, actor: str, now: float) -> bool:
+    """A job that never reached Runware: cancelled, and its reserve released (free)."""
+    if not await q.finish_job(c, job.id, "cancelled", f"Cancelled by {actor}", 0, now):
+        return False
+    await q.set_cancelled_by(c, job.id, actor)
+    await q.insert_ledger(
+        c, kind="release", guild_id=job.guild_id, user_id=job.user_id, job_id=job.id,
+        amount_micro=job.estimate_micro, day=job.day, month=job.month, actor="system",
+        reason="cancelled before submit", at=now,
+    )
+    return True
+
+
+async def queue_positions(db: Database) -> dict[int, int]:
+    """job id -> 1-based place among all waiting jobs, for every queued job (one query per tick)."""
+    return {job_id: place for place, job_id in enumerate(await q.queue_order(db), start=1)}
+
+
+async def queue_position(db: Database, job_id: int) -> int | None:
+    """1-based place of a queued job in the fair order; None when it is not waiting."""
+    return (await queue_positions(db)).get(job_id)
