@@ -38,7 +38,7 @@ from bot.services.engine import Engine
 log = logging.getLogger("bot.app")
 
 # Loaded in this order when the module exists (member and admin cogs arrive later).
-EXTENSIONS = ("bot.cogs.errors", "bot.cogs.video", "bot.cogs.member", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.errors", "bot.cogs.video", "bot.cogs.buttons", "bot.cogs.member", "bot.cogs.admin")
 SANDBOX_API_KEY = "sandbox"
 SANDBOX_SPEED = 10.0
 ENGINE_STOP_TIMEOUT_S = 30.0

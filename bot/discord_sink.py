@@ -232,6 +232,11 @@ class DiscordSink:
             self._finish_progress(job, track, None)
             self._tracks.pop(job.id, None)
             return None
+        if outcome.already_posted:
+            # Killed after posting it, before recording the notice: never post (and ping) twice.
+            self._finish_progress(job, track, None)
+            self._tracks.pop(job.id, None)
+            return job.result_message_id
         mentions = discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
                                            users=[discord.Object(id=job.user_id)])
         stage = "result" if job.state == "succeeded" else "failure"

@@ -165,6 +165,10 @@ async def download_to_file(
             if pending:
                 await asyncio.to_thread(fh.write, b"".join(pending))
                 written += size
+        # mkstemp makes the file private (0600); a saved video gets the usual mode for the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         await asyncio.to_thread(os.replace, tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -66,3 +66,10 @@ class RunwareUnavailable(UserFacingError):
     """Runware cannot take work now (key rejected, balance exhausted, generation paused)."""
 
     exit_code = 1
+
+
+class DatabaseUnavailable(UserFacingError):
+    """SQLite could not write: locked by another process past the busy timeout, or the disk is full.
+    The transaction was rolled back, so nothing was half-written."""
+
+    exit_code = 1

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import LimitsConfig
-from bot.db import open_database
+from bot.db import Conn, open_database
 from bot.db import queries as q
 from bot.errors import InvalidInput, NotPermitted
 from bot.runware.models import VideoResult
@@ -213,18 +213,18 @@ async def test_timeout_keeps_reserve_until_late_cost_or_window(env):
 
 
 async def test_channel_and_blocklist_checked_in_the_reserve(env):
-    await q.add_gen_channel(env.db, 1, 10)
-    await q.add_gen_channel(env.db, 1, 11)
+    await env.db.run(q.add_gen_channel, 1, 10)
+    await env.db.run(q.add_gen_channel, 1, 11)
     with pytest.raises(NotPermitted, match="<#10>, <#11>"):
         await env.create(channel_id=12)
     await env.create(channel_id=11)
     await env.create(Member(2, 5), channel_id=99)  # a guild without generation channels
-    await q.add_blocklist_term(env.db, 1, "Gore")
+    await env.db.run(q.add_blocklist_term, 1, "Gore")
     with pytest.raises(InvalidInput) as info:
         await env.create(blocklist_text="a GORE scene")
     assert info.value.field == "prompt" and "'Gore'" in info.value.message
     await env.create(blocklist_text="gorelike and engorged words pass")  # whole words only
-    assert await env.db.fetchval("SELECT COUNT(*) FROM jobs") == 3  # refused ones wrote nothing
+    assert await env.db.run(Conn.fetchval, "SELECT COUNT(*) FROM jobs") == 3  # refused ones wrote nothing
     assert blocked_term("gorelike", ["gore*"]) == "gore*" and blocked_term("gorelike", ["gore"]) is None
     assert blocked_term("a pre-war scene", ["war"]) == "war" and blocked_term("warm", ["war"]) is None
     with pytest.raises(InvalidInput):
@@ -303,8 +303,8 @@ async def test_killed_at_a_failpoint_loses_nothing(tmp_path, failpoint, finish):
                           text=True, timeout=60, env={**os.environ, "KLINGBOT_FAILPOINT": failpoint})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     db = await open_database(path)
-    job = await q.get_job_by_task(db, "crash-1")
-    kinds = Counter(r.kind for r in await q.ledger_for_job(db, job.id))
+    job = await db.run(q.get_job_by_task, "crash-1")
+    kinds = Counter(r.kind for r in await db.run(q.ledger_for_job, job.id))
     if finish is None:
         assert job.state == "queued" and kinds == {"reserve": 1}
     else:

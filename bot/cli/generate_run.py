@@ -15,7 +15,7 @@ from bot.cli.generate import resolve_from_args
 from bot.config import Config, micro_to_usd
 from bot.db.connection import open_database
 from bot.db.records import JobRecord
-from bot.errors import UserFacingError
+from bot.errors import RunwareUnavailable, UserFacingError
 from bot.runware.client import RunwareClient
 from bot.sandbox import sandbox_config, sandbox_key
 from bot.services.engine import Engine
@@ -33,6 +33,7 @@ class TerminalSink:
         self.out_dir = out_dir
         self.show_bar = show_bar
         self.outcomes: dict[int, Outcome] = {}
+        self.refused: str | None = None  # Runware refused the key or balance: the run cannot finish
         self.finished = asyncio.Condition()
         self._bars: dict[int, tqdm] = {}
 
@@ -68,11 +69,17 @@ class TerminalSink:
         return None
 
     async def alert(self, text: str) -> None:
-        print(f"alert: {text}", file=sys.stderr)
+        async with self.finished:
+            self.refused = text
+            self.finished.notify_all()
 
     async def wait_for(self, job_id: int) -> Outcome:
+        """The job's outcome; RunwareUnavailable when Runware refuses the key or balance, since
+        nothing in this process would ever lift that pause."""
         async with self.finished:
-            await self.finished.wait_for(lambda: job_id in self.outcomes)
+            await self.finished.wait_for(lambda: job_id in self.outcomes or self.refused is not None)
+            if job_id not in self.outcomes:
+                raise RunwareUnavailable(f"{self.refused}")
             return self.outcomes[job_id]
 
 
@@ -121,24 +128,55 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         sink = TerminalSink(out_dir, show_bar=sys.stderr.isatty())
         engine = Engine(cfg=cfg, db=db, client=client, sink=sink)
+        # An earlier run killed mid-job left its job in the database: the engine resumes it, and this
+        # run waits for it too, so its video still lands in --out (once).
+        resumed = await unfinished_terminal_jobs(engine)
         await engine.start()
-        stack.push_async_callback(engine.stop)
+        engine_running = True
+
+        async def stop_engine() -> None:
+            nonlocal engine_running
+            if engine_running:
+                engine_running = False
+                await engine.stop()
+
+        stack.push_async_callback(stop_engine)
+        if not await engine.probe_runware():
+            raise RunwareUnavailable("Runware refuses the API key (or the account has no balance); "
+                                     "nothing was reserved.")
         job = await engine.create_job(
             Member(TERMINAL_GUILD, args.user), request, channel_id=0, first=first, last=last
         )
-        outcome = await sink.wait_for(job.id)
-        final = await engine.store.get(job.id)
-        assert final is not None
-        cost = await engine.store.settled_cost(job.id)
-        result = summary(final, outcome, cost)
-    if args.json:
-        print(json.dumps(result))
-    else:
+        try:
+            outcomes = {job_id: await sink.wait_for(job_id) for job_id in [*resumed, job.id]}
+        except RunwareUnavailable:
+            # Nobody is left to wait for the queued job here: give its reservation back.
+            await engine.store.request_cancel(job.id, "cli")
+            raise
+        # The sink hears of a job before delivered/notified are written: let that tick finish.
+        await stop_engine()
+        results = []
+        for job_id, outcome in outcomes.items():
+            final = await engine.store.get(job_id)
+            assert final is not None
+            results.append(summary(final, outcome, await engine.store.settled_cost(job_id)))
+    for result in results:  # resumed jobs first; the new job's line is the last one
+        if args.json:
+            print(json.dumps(result))
+            continue
         for path in result["videos"]:
             print(path)
-        print(f"job #{result['job_id']}: {result['status']}, cost {micro_to_usd(cost or 0)}"
+        resumed_note = " (resumed)" if result["job_id"] != job.id else ""
+        print(f"job #{result['job_id']}{resumed_note}: {result['status']}, "
+              f"cost {micro_to_usd(round(result['cost_usd'] * 1_000_000))}"
               + (f"; {result['error']}" if result["error"] else ""))
-    return 0 if result["status"] == "delivered" else 1
+    return 0 if results[-1]["status"] == "delivered" else 1
+
+
+async def unfinished_terminal_jobs(engine: Engine) -> list[int]:
+    """Ids of the terminal's jobs (guild 0) still running, or finished but never reported."""
+    jobs = [*await engine.store.active_jobs(), *await engine.store.unnotified()]
+    return sorted({j.id for j in jobs if j.guild_id == TERMINAL_GUILD})
 
 
 def run_generation(cfg: Config, args: argparse.Namespace) -> int:

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--fail-rate", type=float, default=0.0, help="share of tasks that fail (0..1)")
 
     with_config(sub.add_parser("doctor", help="check config, database, keys; print the invite URL"))
-    with_config(sub.add_parser("health", help="exit 0 when the running bot's heartbeat is fresh"))
+    health = with_config(sub.add_parser("health", help="exit 0 when the running bot's heartbeat is fresh"))
+    health.add_argument("--max-age", type=float, metavar="SECONDS",
+                        help="oldest heartbeat that counts as fresh (default: from [runware], >= 30)")
     sync = with_config(sub.add_parser("sync", help="register slash commands"))
     sync.add_argument("--guild", type=int, metavar="ID")
 
@@ -88,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--guild", type=int, metavar="ID")
 
     jobs = with_config(sub.add_parser("jobs", help="list jobs"))
-    jobs.add_argument("--state")
+    jobs.add_argument("--state", help="queued, submitted, processing, succeeded, failed, timed_out, cancelled")
     jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--guild", type=int, metavar="ID", help="only this guild's jobs (0 = the terminal)")
 
     backup = with_config(sub.add_parser("backup", help="online backup of the database"))
     backup.add_argument("path")
@@ -103,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO; the poller would drown the useful lines.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     module_name, func_name = HANDLERS[args.command].split(":")
     try:
         module = importlib.import_module(module_name)

@@ -1,159 +1,187 @@
 """One aiosqlite connection per process, WAL, explicit transactions, numbered migrations.
 
-The connection runs in autocommit mode (``isolation_level=None``): a transaction exists only where
-``Database.transaction()`` opens one, with ``BEGIN IMMEDIATE`` by default so the write lock is taken
-before the counts a quota check reads (no check-then-write race, also across processes).
+Query functions (bot/db/queries_*.py) are plain synchronous functions of a ``Conn``; they run in
+the connection's own thread through ``Database.run`` (each statement commits alone) or
+``Database.run_tx`` (``BEGIN IMMEDIATE`` ... ``COMMIT`` around the whole function). A whole
+transaction is then ONE hop to that thread instead of one per statement: the reservation path
+does a dozen statements, and per-statement hops cost more than the SQL itself.
 
-Many coroutines share the connection, so an asyncio lock serialises its use: otherwise a statement of
-one task would land inside another task's open transaction (and be rolled back with it).
+The connection is in autocommit mode (``isolation_level=None``): a transaction exists only where
+run_tx / transaction() opens one, ``BEGIN IMMEDIATE`` by default so the write lock is held before a
+quota check reads its counts (no check-then-write race, also across processes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
+
+from bot.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
 Params = Sequence[Any] | dict[str, Any]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class MigrationError(RuntimeError):
     """A migration failed; the database was left at the previous version."""
 
 
-class Executor(Protocol):
-    """What a query function needs: the Database itself (autocommit) or an open transaction."""
+class Conn:
+    """What a query function gets: statement helpers over the raw connection. Used only inside
+    the database thread (by functions passed to run / run_tx)."""
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]: ...
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
 
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None: ...
+    def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return self.raw.execute(sql, params).fetchall()
 
-    async def fetchval(self, sql: str, params: Params = (), default: Any = None) -> Any: ...
-
-    async def execute(self, sql: str, params: Params = ()) -> None: ...
-
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
-
-
-class _Runner:
-    """Statement helpers over a raw connection. Every call is one hop to the connection's thread
-    (``execute_fetchall``); writes that need ids or counts use ``RETURNING``."""
-
-    _conn: aiosqlite.Connection
-
-    async def _fetchall(self, sql: str, params: Params) -> list[sqlite3.Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
-
-    async def _executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        cursor = await self._conn.executemany(sql, rows)
-        await cursor.close()
-
-
-class Tx(_Runner):
-    """An open transaction. Only the task that opened it uses it."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return await self._fetchall(sql, params)
-
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self._fetchall(sql, params)
+    def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = self.fetchall(sql, params)  # fetch everything: a RETURNING statement must finish
         return rows[0] if rows else None
 
-    async def fetchval(self, sql: str, params: Params = (), default: Any = None) -> Any:
-        row = await self.fetchone(sql, params)
+    def fetchval(self, sql: str, params: Params = (), default: Any = None) -> Any:
+        row = self.fetchone(sql, params)
         return default if row is None or row[0] is None else row[0]
 
-    async def execute(self, sql: str, params: Params = ()) -> None:
-        await self._fetchall(sql, params)
+    def execute(self, sql: str, params: Params = ()) -> None:
+        self.fetchall(sql, params)
 
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        await self._executemany(sql, rows)
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        self.raw.executemany(sql, rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
 
 
-class Database(_Runner):
-    """The bot's SQLite database. Outside a transaction each statement commits on its own."""
+def query(fn: Callable[Concatenate[Conn, P], T]) -> Callable[..., Any]:
+    """Marks a query function. Given a Conn (inside the database thread) it runs at once; given the
+    Database or an open Transaction it returns an awaitable that runs it in the database thread, so
+    ``await q.get_job(db, 7)`` is ``await db.run(q.get_job, 7)``."""
+
+    @functools.wraps(fn)
+    def call(c: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(c, Conn):
+            return fn(c, *args, **kwargs)
+        return c.run(fn, *args, **kwargs)
+
+    return call
+
+
+def _in_transaction(conn: Conn, begin: str, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    conn.raw.execute(begin)
+    try:
+        result = fn(conn, *args, **kwargs)
+        conn.raw.execute("COMMIT")
+        return result
+    except BaseException:
+        if conn.raw.in_transaction:
+            conn.raw.execute("ROLLBACK")
+        raise
+
+
+class Transaction:
+    """An open transaction spanning several awaits (``Database.transaction()``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def run(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._db._call(fn, *args, **kwargs)
+
+
+class Database:
+    """The bot's SQLite database. ``await db.run(q.get_job, 7)``; ``await db.run_tx(fn, ...)``."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
+        self._sync = Conn(conn._conn)  # the sqlite3 connection, touched only from its own thread
         self.path = path
+        # Serialises use of the one connection across tasks: a statement of one task must never land
+        # inside another task's open transaction() (and be rolled back with it).
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[Any] | None = None
-        self._tx: Tx | None = None
 
-    # Statements outside a transaction wait for any open one to finish. The task holding the
-    # transaction may use the Database too: its statements then run inside that transaction.
-    async def _locked(self, fn: Any, *args: Any) -> Any:
-        if self._owner is not None and self._owner is asyncio.current_task():
-            return await fn(*args)
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # aiosqlite has no public "run this callable in the connection thread"; _execute is what
+        # each of its own methods uses (checked by tests/test_db.py on every aiosqlite version).
+        try:
+            return await self._conn._execute(fn, self._sync, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            _raise_unavailable(exc)
+            raise
+
+    def _owned(self) -> bool:
+        return self._owner is not None and self._owner is asyncio.current_task()
+
+    async def run(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(conn, *args)`` in the database thread; each statement commits on its own (or joins
+        the transaction() this task has open)."""
+        if self._owned():
+            return await self._call(fn, *args, **kwargs)
         async with self._lock:
-            return await fn(*args)
+            return await self._call(fn, *args, **kwargs)
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return await self._locked(self._fetchall, sql, params)
+    async def run_tx(
+        self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``BEGIN IMMEDIATE; fn(conn, *args); COMMIT`` in one hop; ROLLBACK and re-raise if fn raises."""
+        return await self._run_tx("BEGIN IMMEDIATE", fn, args, kwargs)
 
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
+    async def run_read(
+        self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Like run_tx with a deferred BEGIN: one consistent snapshot for several reads."""
+        return await self._run_tx("BEGIN", fn, args, kwargs)
 
-    async def fetchval(self, sql: str, params: Params = (), default: Any = None) -> Any:
-        row = await self.fetchone(sql, params)
-        return default if row is None or row[0] is None else row[0]
-
-    async def execute(self, sql: str, params: Params = ()) -> None:
-        await self.fetchall(sql, params)
-
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        await self._locked(self._executemany, sql, rows)
+    async def _run_tx(self, begin: str, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        if self._owned():
+            raise RuntimeError("run_tx inside transaction() of the same task: call tx.run instead")
+        async with self._lock:
+            try:
+                return await self._conn._execute(_in_transaction, self._sync, begin, fn, args, kwargs)
+            except sqlite3.OperationalError as exc:
+                _raise_unavailable(exc)
+                raise
 
     @asynccontextmanager
-    async def transaction(self, immediate: bool = True) -> AsyncIterator[Tx]:
-        """``BEGIN IMMEDIATE`` (or deferred ``BEGIN`` for read-only work) ... ``COMMIT``;
-        ``ROLLBACK`` when the body raises (cancellation included)."""
-        task = asyncio.current_task()
-        if self._owner is not None and self._owner is task:
+    async def transaction(self, immediate: bool = True) -> AsyncIterator[Transaction]:
+        """A transaction across awaits: ``async with db.transaction() as tx: await tx.run(...)``.
+        Prefer run_tx (one hop); this is for work that must await something between statements."""
+        if self._owned():
             raise RuntimeError("nested Database.transaction() in the same task")
         async with self._lock:
-            self._owner = task
+            self._owner = asyncio.current_task()
             try:
-                if self._conn.in_transaction:  # a rollback that was itself interrupted
-                    log.warning("rolling back a transaction left open")
-                    await self._conn.execute_fetchall("ROLLBACK")
-                await self._conn.execute_fetchall("BEGIN IMMEDIATE" if immediate else "BEGIN")
-                tx = Tx(self._conn)
+                await self._call(_execute, "BEGIN IMMEDIATE" if immediate else "BEGIN")
                 try:
-                    yield tx
-                    await self._conn.execute_fetchall("COMMIT")
+                    yield Transaction(self)
+                    await self._call(_execute, "COMMIT")
                 except BaseException:
-                    await asyncio.shield(self._rollback())
+                    await asyncio.shield(self._call(_rollback))
                     raise
             finally:
                 self._owner = None
 
-    async def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            try:
-                await self._conn.execute_fetchall("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("rollback failed")
-
     async def user_version(self) -> int:
-        return int(await self.fetchval("PRAGMA user_version", default=0))
+        return int(await self.run(_fetchval, "PRAGMA user_version"))
 
     async def backup(self, target: str | Path) -> None:
         """A consistent copy of the live database (SQLite's online backup), e.g. ``klingbot backup``."""
@@ -169,6 +197,31 @@ class Database(_Runner):
     async def close(self) -> None:
         async with self._lock:
             await self._conn.close()
+
+
+def _raise_unavailable(exc: sqlite3.OperationalError) -> None:
+    """A locked or full database, in words an operator (or a member) can act on; other errors are
+    left alone. SQLite rolled the statement or transaction back, so nothing was half-written."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        raise DatabaseUnavailable("The bot's database is locked by another program and did not free up "
+                                  "in time; nothing was changed. Please try again in a moment.") from exc
+    if "full" in text:
+        raise DatabaseUnavailable("The disk holding the bot's database is full; nothing was changed. "
+                                  "The operator needs to free some space.") from exc
+
+
+def _execute(conn: Conn, sql: str) -> None:
+    conn.raw.execute(sql)
+
+
+def _fetchval(conn: Conn, sql: str) -> Any:
+    return conn.fetchval(sql)
+
+
+def _rollback(conn: Conn) -> None:
+    if conn.raw.in_transaction:
+        conn.raw.execute("ROLLBACK")
 
 
 # ---- migrations ------------------------------------------------------------------------------
@@ -200,28 +253,41 @@ def load_migrations(directory: Traversable | Path | None = None) -> list[Migrati
     return found
 
 
-async def _apply(conn: aiosqlite.Connection, migrations: list[Migration]) -> None:
-    async def version() -> int:
-        return int((await conn.execute_fetchall("PRAGMA user_version"))[0][0])
+def _migrate(conn: Conn, migrations: list[Migration]) -> None:
+    """Each script holds its own BEGIN ... COMMIT (executescript commits before it starts)."""
+    raw = conn.raw
+
+    def version() -> int:
+        return int(raw.execute("PRAGMA user_version").fetchone()[0])
 
     for migration in migrations:
-        if await version() >= migration.version:
+        if version() >= migration.version:
             continue
         try:
-            await conn.executescript(migration.sql)
+            raw.executescript(migration.sql)
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                await conn.execute_fetchall("ROLLBACK")
-            # Another process may have applied the same migration while we waited for the lock.
-            if await version() >= migration.version:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            # Another process may have applied it while this one waited for the lock.
+            if version() >= migration.version:
                 continue
             raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
-        if conn.in_transaction:
-            await conn.execute_fetchall("ROLLBACK")
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
             raise MigrationError(f"migration {migration.name} does not COMMIT its transaction")
-        if await version() != migration.version:
+        if version() != migration.version:
             raise MigrationError(f"migration {migration.name} did not set user_version")
         log.info("database migrated to version %d (%s)", migration.version, migration.name)
+
+
+def _configure(conn: Conn) -> None:
+    raw = conn.raw
+    raw.row_factory = sqlite3.Row
+    raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    raw.execute("PRAGMA journal_mode = WAL")
+    # NORMAL is durable against a killed process in WAL mode (only an OS crash can lose the tail).
+    raw.execute("PRAGMA synchronous = NORMAL")
+    raw.execute("PRAGMA foreign_keys = ON")
 
 
 async def open_database(path: str | Path, *, migrations_dir: Path | None = None) -> Database:
@@ -236,15 +302,11 @@ async def open_database(path: str | Path, *, migrations_dir: Path | None = None)
     if worker is not None and not worker.is_alive():
         worker.daemon = True
     conn = await pending
+    db = Database(conn, path)
     try:
-        conn.row_factory = sqlite3.Row
-        await conn.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-        # NORMAL is durable against a killed process in WAL mode (only an OS crash can lose the tail).
-        await conn.execute_fetchall("PRAGMA synchronous = NORMAL")
-        await conn.execute_fetchall("PRAGMA foreign_keys = ON")
-        await _apply(conn, load_migrations(migrations_dir))
+        await db._call(_configure)
+        await db._call(_migrate, load_migrations(migrations_dir))
     except BaseException:
         await conn.close()
         raise
-    return Database(conn, path)
+    return db

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bot.db.connection import Executor
+from bot.db.connection import Conn, query
 from bot.db.records import (
     AuditRecord,
     BanRecord,
@@ -20,16 +20,18 @@ from bot.db.records import (
 # ---- limit overrides ------------------------------------------------------------------------
 
 
-async def get_member_limits(c: Executor, guild_id: int, user_id: int) -> LimitOverride | None:
-    row = await c.fetchone(
+@query
+def get_member_limits(c: Conn, guild_id: int, user_id: int) -> LimitOverride | None:
+    row = c.fetchone(
         "SELECT * FROM member_limits WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
     )
     return LimitOverride.from_row(row) if row else None
 
 
-async def set_member_limits(c: Executor, guild_id: int, user_id: int, limits: LimitOverride) -> None:
+@query
+def set_member_limits(c: Conn, guild_id: int, user_id: int, limits: LimitOverride) -> None:
     """Replace the member's overrides (all three columns)."""
-    await c.execute(
+    c.execute(
         """INSERT INTO member_limits (guild_id, user_id, daily_videos, monthly_micro, max_concurrent)
            VALUES (?, ?, ?, ?, ?)
            ON CONFLICT (guild_id, user_id) DO UPDATE SET daily_videos = excluded.daily_videos,
@@ -38,36 +40,41 @@ async def set_member_limits(c: Executor, guild_id: int, user_id: int, limits: Li
     )
 
 
-async def delete_member_limits(c: Executor, guild_id: int, user_id: int) -> bool:
-    rows = await c.fetchall(
+@query
+def delete_member_limits(c: Conn, guild_id: int, user_id: int) -> bool:
+    rows = c.fetchall(
         "DELETE FROM member_limits WHERE guild_id = ? AND user_id = ? RETURNING guild_id", (guild_id, user_id)
     )
     return bool(rows)
 
 
-async def list_member_limits(c: Executor, guild_id: int) -> list[MemberLimitRecord]:
-    rows = await c.fetchall("SELECT * FROM member_limits WHERE guild_id = ? ORDER BY user_id", (guild_id,))
+@query
+def list_member_limits(c: Conn, guild_id: int) -> list[MemberLimitRecord]:
+    rows = c.fetchall("SELECT * FROM member_limits WHERE guild_id = ? ORDER BY user_id", (guild_id,))
     return [MemberLimitRecord(r["guild_id"], r["user_id"], LimitOverride.from_row(r)) for r in rows]
 
 
-async def role_limits_for(c: Executor, guild_id: int, role_ids: Sequence[int]) -> list[RoleLimitRecord]:
+@query
+def role_limits_for(c: Conn, guild_id: int, role_ids: Sequence[int]) -> list[RoleLimitRecord]:
     if not role_ids:
         return []
     marks = ",".join("?" * len(role_ids))
-    rows = await c.fetchall(
+    rows = c.fetchall(
         f"SELECT * FROM role_limits WHERE guild_id = ? AND role_id IN ({marks}) ORDER BY role_id",
         (guild_id, *role_ids),
     )
     return [RoleLimitRecord(r["guild_id"], r["role_id"], LimitOverride.from_row(r)) for r in rows]
 
 
-async def list_role_limits(c: Executor, guild_id: int) -> list[RoleLimitRecord]:
-    rows = await c.fetchall("SELECT * FROM role_limits WHERE guild_id = ? ORDER BY role_id", (guild_id,))
+@query
+def list_role_limits(c: Conn, guild_id: int) -> list[RoleLimitRecord]:
+    rows = c.fetchall("SELECT * FROM role_limits WHERE guild_id = ? ORDER BY role_id", (guild_id,))
     return [RoleLimitRecord(r["guild_id"], r["role_id"], LimitOverride.from_row(r)) for r in rows]
 
 
-async def set_role_limits(c: Executor, guild_id: int, role_id: int, limits: LimitOverride) -> None:
-    await c.execute(
+@query
+def set_role_limits(c: Conn, guild_id: int, role_id: int, limits: LimitOverride) -> None:
+    c.execute(
         """INSERT INTO role_limits (guild_id, role_id, daily_videos, monthly_micro, max_concurrent)
            VALUES (?, ?, ?, ?, ?)
            ON CONFLICT (guild_id, role_id) DO UPDATE SET daily_videos = excluded.daily_videos,
@@ -76,8 +83,9 @@ async def set_role_limits(c: Executor, guild_id: int, role_id: int, limits: Limi
     )
 
 
-async def delete_role_limits(c: Executor, guild_id: int, role_id: int) -> bool:
-    rows = await c.fetchall(
+@query
+def delete_role_limits(c: Conn, guild_id: int, role_id: int) -> bool:
+    rows = c.fetchall(
         "DELETE FROM role_limits WHERE guild_id = ? AND role_id = ? RETURNING guild_id", (guild_id, role_id)
     )
     return bool(rows)
@@ -91,13 +99,15 @@ _SETTINGS_COLUMNS = frozenset(
 )
 
 
-async def get_guild_settings(c: Executor, guild_id: int) -> GuildSettings:
+@query
+def get_guild_settings(c: Conn, guild_id: int) -> GuildSettings:
     """The guild's settings; all defaults when it has no row yet."""
-    row = await c.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+    row = c.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
     return GuildSettings.from_row(row) if row else GuildSettings(guild_id=guild_id)
 
 
-async def update_guild_settings(c: Executor, guild_id: int, **values: Any) -> GuildSettings:
+@query
+def update_guild_settings(c: Conn, guild_id: int, **values: Any) -> GuildSettings:
     """Set some columns (names from GuildSettings), creating the row if needed; returns the new row."""
     unknown = set(values) - _SETTINGS_COLUMNS
     if unknown or not values:
@@ -107,7 +117,7 @@ async def update_guild_settings(c: Executor, guild_id: int, **values: Any) -> Gu
     marks = ", ".join("?" * len(names))
     updates = ", ".join(f"{n} = excluded.{n}" for n in names)
     params = [int(v) if isinstance(v, bool) else v for v in (values[n] for n in names)]
-    row = await c.fetchone(
+    row = c.fetchone(
         f"""INSERT INTO guild_settings (guild_id, {cols}) VALUES (?, {marks})
             ON CONFLICT (guild_id) DO UPDATE SET {updates} RETURNING *""",
         (guild_id, *params),
@@ -119,42 +129,48 @@ async def update_guild_settings(c: Executor, guild_id: int, **values: Any) -> Gu
 # ---- generation channels and blocklist ---------------------------------------------------------
 
 
-async def list_gen_channels(c: Executor, guild_id: int) -> list[int]:
-    rows = await c.fetchall("SELECT channel_id FROM gen_channels WHERE guild_id = ? ORDER BY channel_id",
+@query
+def list_gen_channels(c: Conn, guild_id: int) -> list[int]:
+    rows = c.fetchall("SELECT channel_id FROM gen_channels WHERE guild_id = ? ORDER BY channel_id",
                             (guild_id,))
     return [int(r[0]) for r in rows]
 
 
-async def add_gen_channel(c: Executor, guild_id: int, channel_id: int) -> bool:
-    rows = await c.fetchall(
+@query
+def add_gen_channel(c: Conn, guild_id: int, channel_id: int) -> bool:
+    rows = c.fetchall(
         "INSERT INTO gen_channels (guild_id, channel_id) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1",
         (guild_id, channel_id),
     )
     return bool(rows)
 
 
-async def remove_gen_channel(c: Executor, guild_id: int, channel_id: int) -> bool:
-    rows = await c.fetchall(
+@query
+def remove_gen_channel(c: Conn, guild_id: int, channel_id: int) -> bool:
+    rows = c.fetchall(
         "DELETE FROM gen_channels WHERE guild_id = ? AND channel_id = ? RETURNING 1", (guild_id, channel_id)
     )
     return bool(rows)
 
 
-async def list_blocklist(c: Executor, guild_id: int) -> list[str]:
-    rows = await c.fetchall("SELECT term FROM blocklist WHERE guild_id = ? ORDER BY term", (guild_id,))
+@query
+def list_blocklist(c: Conn, guild_id: int) -> list[str]:
+    rows = c.fetchall("SELECT term FROM blocklist WHERE guild_id = ? ORDER BY term", (guild_id,))
     return [str(r[0]) for r in rows]
 
 
-async def add_blocklist_term(c: Executor, guild_id: int, term: str) -> bool:
-    rows = await c.fetchall(
+@query
+def add_blocklist_term(c: Conn, guild_id: int, term: str) -> bool:
+    rows = c.fetchall(
         "INSERT INTO blocklist (guild_id, term) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1",
         (guild_id, term),
     )
     return bool(rows)
 
 
-async def remove_blocklist_term(c: Executor, guild_id: int, term: str) -> bool:
-    rows = await c.fetchall(
+@query
+def remove_blocklist_term(c: Conn, guild_id: int, term: str) -> bool:
+    rows = c.fetchall(
         "DELETE FROM blocklist WHERE guild_id = ? AND term = ? RETURNING 1", (guild_id, term)
     )
     return bool(rows)
@@ -163,15 +179,17 @@ async def remove_blocklist_term(c: Executor, guild_id: int, term: str) -> bool:
 # ---- bans -----------------------------------------------------------------------------------
 
 
-async def get_ban(c: Executor, guild_id: int, user_id: int) -> BanRecord | None:
-    row = await c.fetchone("SELECT * FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+@query
+def get_ban(c: Conn, guild_id: int, user_id: int) -> BanRecord | None:
+    row = c.fetchone("SELECT * FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
     return BanRecord.from_row(row) if row else None
 
 
-async def add_ban(
-    c: Executor, guild_id: int, user_id: int, reason: str | None, actor: str, at: float
+@query
+def add_ban(
+    c: Conn, guild_id: int, user_id: int, reason: str | None, actor: str, at: float
 ) -> None:
-    await c.execute(
+    c.execute(
         """INSERT INTO bans (guild_id, user_id, reason, actor, at) VALUES (?, ?, ?, ?, ?)
            ON CONFLICT (guild_id, user_id) DO UPDATE SET reason = excluded.reason,
                actor = excluded.actor, at = excluded.at""",
@@ -179,23 +197,26 @@ async def add_ban(
     )
 
 
-async def remove_ban(c: Executor, guild_id: int, user_id: int) -> bool:
-    rows = await c.fetchall(
+@query
+def remove_ban(c: Conn, guild_id: int, user_id: int) -> bool:
+    rows = c.fetchall(
         "DELETE FROM bans WHERE guild_id = ? AND user_id = ? RETURNING 1", (guild_id, user_id)
     )
     return bool(rows)
 
 
-async def list_bans(c: Executor, guild_id: int) -> list[BanRecord]:
-    rows = await c.fetchall("SELECT * FROM bans WHERE guild_id = ? ORDER BY at", (guild_id,))
+@query
+def list_bans(c: Conn, guild_id: int) -> list[BanRecord]:
+    rows = c.fetchall("SELECT * FROM bans WHERE guild_id = ? ORDER BY at", (guild_id,))
     return [BanRecord.from_row(r) for r in rows]
 
 
 # ---- audit ----------------------------------------------------------------------------------
 
 
-async def insert_audit(
-    c: Executor,
+@query
+def insert_audit(
+    c: Conn,
     *,
     guild_id: int,
     actor: str,
@@ -207,7 +228,7 @@ async def insert_audit(
     at: float,
 ) -> int:
     return int(
-        await c.fetchval(
+        c.fetchval(
             """INSERT INTO audit (at, guild_id, actor, action, target, before, after, reason)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
             (at, guild_id, actor, action, target, before, after, reason),
@@ -215,8 +236,9 @@ async def insert_audit(
     )
 
 
-async def list_audit(c: Executor, guild_id: int, limit: int) -> list[AuditRecord]:
-    rows = await c.fetchall(
+@query
+def list_audit(c: Conn, guild_id: int, limit: int) -> list[AuditRecord]:
+    rows = c.fetchall(
         "SELECT * FROM audit WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
     )
     return [AuditRecord.from_row(r) for r in rows]
@@ -225,29 +247,34 @@ async def list_audit(c: Executor, guild_id: int, limit: int) -> list[AuditRecord
 # ---- bot-wide state -------------------------------------------------------------------------
 
 
-async def kv_get(c: Executor, key: str) -> str | None:
-    return await c.fetchval("SELECT value FROM kv WHERE key = ?", (key,))
+@query
+def kv_get(c: Conn, key: str) -> str | None:
+    return c.fetchval("SELECT value FROM kv WHERE key = ?", (key,))
 
 
-async def kv_set(c: Executor, key: str, value: str) -> None:
-    await c.execute(
+@query
+def kv_set(c: Conn, key: str, value: str) -> None:
+    c.execute(
         "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
 
 
-async def kv_delete(c: Executor, key: str) -> bool:
-    return bool(await c.fetchall("DELETE FROM kv WHERE key = ? RETURNING 1", (key,)))
+@query
+def kv_delete(c: Conn, key: str) -> bool:
+    return bool(c.fetchall("DELETE FROM kv WHERE key = ? RETURNING 1", (key,)))
 
 
-async def write_heartbeat(c: Executor, at: float, pid: int) -> None:
-    await c.execute(
+@query
+def write_heartbeat(c: Conn, at: float, pid: int) -> None:
+    c.execute(
         """INSERT INTO heartbeat (id, at, pid) VALUES (1, ?, ?)
            ON CONFLICT (id) DO UPDATE SET at = excluded.at, pid = excluded.pid""",
         (at, pid),
     )
 
 
-async def read_heartbeat(c: Executor) -> Heartbeat | None:
-    row = await c.fetchone("SELECT at, pid FROM heartbeat WHERE id = 1")
+@query
+def read_heartbeat(c: Conn) -> Heartbeat | None:
+    row = c.fetchone("SELECT at, pid FROM heartbeat WHERE id = 1")
     return Heartbeat(float(row["at"]), int(row["pid"])) if row else None

@@ -8,69 +8,66 @@ from __future__ import annotations
 
 from typing import Literal
 
-from bot.db.connection import Executor
+from bot.db.connection import Conn, query
 from bot.db.records import JobMoney, LedgerRecord, SpendNumbers, UsageRow
 
-# Counted spend of the reserves matching {where} (over ledger r, with r.kind = 'reserve').
-_COUNTED = """(SELECT COALESCE(SUM(CASE f.kind WHEN 'settle' THEN f.amount_micro
-                                             WHEN 'release' THEN 0
-                                             ELSE r.amount_micro END), 0)
-              FROM ledger r LEFT JOIN ledger f
-                  ON f.job_id = r.job_id AND f.kind IN ('settle', 'release')
-              WHERE r.kind = 'reserve' AND {where})"""
-
-_SPEND_NUMBERS = f"""
+# Counted spend is SUM(effect_micro) (see the ledger table in 001-initial.sql); the member's open
+# reserves are what was reserved minus what settles and releases have taken back.
+_SPEND_NUMBERS = """
+WITH member AS (
+    SELECT COALESCE(SUM(effect_micro), 0) AS spent,
+           COALESCE(SUM(CASE kind WHEN 'credit' THEN amount_micro ELSE 0 END), 0) AS credit,
+           COALESCE(SUM(CASE kind WHEN 'reserve' THEN amount_micro
+                                  WHEN 'settle' THEN effect_micro - amount_micro
+                                  WHEN 'release' THEN -amount_micro ELSE 0 END), 0) AS pending
+    FROM ledger WHERE guild_id = :g AND user_id = :u AND month = :month
+)
 SELECT
     (SELECT COALESCE(SUM(j.variations), 0) FROM jobs j
      WHERE j.guild_id = :g AND j.user_id = :u AND j.day = :day
          AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.job_id = j.id AND l.kind = 'release'))
         AS videos_today,
-    {_COUNTED.format(where="r.guild_id = :g AND r.user_id = :u AND r.month = :month")}
-      - (SELECT COALESCE(SUM(amount_micro), 0) FROM ledger
-         WHERE kind = 'refund' AND guild_id = :g AND user_id = :u AND month = :month)
-        AS member_spent_month,
-    (SELECT COALESCE(SUM(amount_micro), 0) FROM ledger
-     WHERE kind = 'credit' AND guild_id = :g AND user_id = :u AND month = :month)
-        AS member_credit_month,
+    member.spent AS member_spent_month,
+    member.credit AS member_credit_month,
     (SELECT COUNT(*) FROM jobs
      WHERE guild_id = :g AND user_id = :u AND state IN ('queued', 'submitted', 'processing')
          AND cancel_requested = 0)
         AS member_in_flight,
-    (SELECT COALESCE(SUM(r.amount_micro), 0) FROM ledger r
-     WHERE r.kind = 'reserve' AND r.guild_id = :g AND r.user_id = :u AND r.month = :month
-         AND NOT EXISTS (SELECT 1 FROM ledger f WHERE f.job_id = r.job_id
-                         AND f.kind IN ('settle', 'release')))
-        AS member_pending_month,
-    {_COUNTED.format(where="r.guild_id = :g AND r.month = :month")}
-      - (SELECT COALESCE(SUM(amount_micro), 0) FROM ledger
-         WHERE kind = 'refund' AND guild_id = :g AND month = :month)
+    member.pending AS member_pending_month,
+    (SELECT COALESCE(SUM(effect_micro), 0) FROM ledger WHERE guild_id = :g AND month = :month)
         AS guild_spent_month,
-    {_COUNTED.format(where="r.day = :day")}
+    (SELECT COALESCE(SUM(effect_micro), 0) FROM ledger
+     WHERE day = :day AND kind IN ('reserve', 'settle', 'release'))  -- refunds still count here
         AS global_spent_day
+FROM member
 """
 
 
-async def spend_numbers(c: Executor, guild_id: int, user_id: int, day: str, month: str) -> SpendNumbers:
-    row = await c.fetchone(_SPEND_NUMBERS, {"g": guild_id, "u": user_id, "day": day, "month": month})
+@query
+def spend_numbers(c: Conn, guild_id: int, user_id: int, day: str, month: str) -> SpendNumbers:
+    row = c.fetchone(_SPEND_NUMBERS, {"g": guild_id, "u": user_id, "day": day, "month": month})
     assert row is not None
     return SpendNumbers.from_row(row)
 
 
-async def guild_spent_month(c: Executor, guild_id: int, month: str) -> int:
-    """A guild's counted spend this month minus refunds (for budget warnings and /genadmin usage)."""
+@query
+def guild_spent_month(c: Conn, guild_id: int, month: str) -> int:
+    """A guild's counted spend this month, refunds given back (budget warnings, /genadmin usage)."""
     return int(
-        await c.fetchval(
-            f"""SELECT {_COUNTED.format(where="r.guild_id = :g AND r.month = :month")}
-                  - (SELECT COALESCE(SUM(amount_micro), 0) FROM ledger
-                     WHERE kind = 'refund' AND guild_id = :g AND month = :month)""",
-            {"g": guild_id, "month": month},
+        c.fetchval(
+            "SELECT SUM(effect_micro) FROM ledger WHERE guild_id = ? AND month = ?",
+            (guild_id, month),
             default=0,
         )
     )
 
 
-async def insert_ledger(
-    c: Executor,
+_EFFECT_SIGN = {"reserve": 1, "release": -1, "refund": -1, "credit": 0}
+
+
+@query
+def insert_ledger(
+    c: Conn,
     *,
     kind: str,
     guild_id: int,
@@ -82,18 +79,28 @@ async def insert_ledger(
     actor: str,
     reason: str | None,
     at: float,
+    reserved_micro: int | None = None,
 ) -> int | None:
     """The new row's id, or None when the database already holds this job's row of that kind
-    (the unique partial indexes make settle/release/refund exactly-once)."""
-    return await c.fetchval(
-        """INSERT INTO ledger (at, kind, guild_id, user_id, job_id, amount_micro, day, month, actor, reason)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id""",
-        (at, kind, guild_id, user_id, job_id, amount_micro, day, month, actor, reason),
+    (the unique partial indexes make settle/release/refund exactly-once). A settle needs
+    ``reserved_micro`` (the job's reserve) to record what it changes in counted spend."""
+    if kind == "settle":
+        if reserved_micro is None:
+            raise ValueError("a settle row needs reserved_micro")
+        effect = amount_micro - reserved_micro
+    else:
+        effect = _EFFECT_SIGN[kind] * amount_micro
+    return c.fetchval(
+        """INSERT INTO ledger (at, kind, guild_id, user_id, job_id, amount_micro, effect_micro, day, month,
+               actor, reason)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id""",
+        (at, kind, guild_id, user_id, job_id, amount_micro, effect, day, month, actor, reason),
     )
 
 
-async def job_money(c: Executor, job_id: int) -> JobMoney:
-    rows = await c.fetchall(
+@query
+def job_money(c: Conn, job_id: int) -> JobMoney:
+    rows = c.fetchall(
         "SELECT kind, amount_micro FROM ledger WHERE job_id = ? AND kind <> 'credit'", (job_id,)
     )
     by_kind = {r["kind"]: int(r["amount_micro"]) for r in rows}
@@ -105,13 +112,15 @@ async def job_money(c: Executor, job_id: int) -> JobMoney:
     )
 
 
-async def ledger_for_job(c: Executor, job_id: int) -> list[LedgerRecord]:
-    rows = await c.fetchall("SELECT * FROM ledger WHERE job_id = ? ORDER BY id", (job_id,))
+@query
+def ledger_for_job(c: Conn, job_id: int) -> list[LedgerRecord]:
+    rows = c.fetchall("SELECT * FROM ledger WHERE job_id = ? ORDER BY id", (job_id,))
     return [LedgerRecord.from_row(r) for r in rows]
 
 
-async def ledger_rows(
-    c: Executor,
+@query
+def ledger_rows(
+    c: Conn,
     *,
     guild_id: int | None = None,
     user_id: int | None = None,
@@ -119,7 +128,7 @@ async def ledger_rows(
     since_day: str | None = None,
     limit: int = -1,
 ) -> list[LedgerRecord]:
-    rows = await c.fetchall(
+    rows = c.fetchall(
         """SELECT * FROM ledger
            WHERE (:g IS NULL OR guild_id = :g) AND (:u IS NULL OR user_id = :u)
                AND (:kind IS NULL OR kind = :kind) AND (:since IS NULL OR day >= :since)
@@ -132,8 +141,9 @@ async def ledger_rows(
 _USAGE_KEYS = {"user": "CAST(j.user_id AS TEXT)", "model": "j.model_key", "day": "j.day"}
 
 
-async def usage_report(
-    c: Executor,
+@query
+def usage_report(
+    c: Conn,
     *,
     guild_id: int | None,
     since_day: str | None,
@@ -141,7 +151,7 @@ async def usage_report(
 ) -> list[UsageRow]:
     """Jobs created on or after ``since_day`` (None = all time), grouped; ``guild_id`` None = all."""
     key = _USAGE_KEYS[by]  # a fixed expression chosen from the whitelist, never user text
-    rows = await c.fetchall(
+    rows = c.fetchall(
         f"""SELECT {key} AS key, COUNT(*) AS jobs,
                 SUM(CASE WHEN rel.id IS NULL THEN j.variations ELSE 0 END) AS videos,
                 SUM(COALESCE(s.amount_micro, 0)) AS spent_micro,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.db.connection import Executor
+from bot.db.connection import Conn, query
 
 # Round-robin by member: every member's 1st waiting job comes before anyone's 2nd (rn); within a
 # round the member whose last submission (claimed_at) is oldest goes first, never-submitted members
@@ -25,10 +25,11 @@ LIMIT :limit
 """
 
 
-async def count_in_flight(c: Executor, run_id: str, stale_before: float) -> int:
+@query
+def count_in_flight(c: Conn, run_id: str, stale_before: float) -> int:
     """Jobs at Runware plus the ones this process claimed (since ``stale_before``) and is submitting."""
     return int(
-        await c.fetchval(
+        c.fetchval(
             """SELECT COUNT(*) FROM jobs WHERE state IN ('submitted', 'processing')
                    OR (state = 'queued' AND claimed_by = ? AND claimed_at >= ?)""",
             (run_id, stale_before),
@@ -37,22 +38,25 @@ async def count_in_flight(c: Executor, run_id: str, stale_before: float) -> int:
     )
 
 
-async def next_in_queue(c: Executor, run_id: str, stale_before: float, limit: int) -> list[int]:
+@query
+def next_in_queue(c: Conn, run_id: str, stale_before: float, limit: int) -> list[int]:
     """Ids of waiting jobs that this run has not claimed (or claimed before ``stale_before``),
     in fair order."""
-    rows = await c.fetchall(_ORDER, {"run": run_id, "stale": stale_before, "limit": limit})
+    rows = c.fetchall(_ORDER, {"run": run_id, "stale": stale_before, "limit": limit})
     return [int(r[0]) for r in rows]
 
 
-async def queue_order(c: Executor) -> list[int]:
+@query
+def queue_order(c: Conn) -> list[int]:
     """Every waiting job in fair order (claimed or not), for queue positions."""
-    rows = await c.fetchall(_ORDER, {"run": None, "stale": None, "limit": -1})
+    rows = c.fetchall(_ORDER, {"run": None, "stale": None, "limit": -1})
     return [int(r[0]) for r in rows]
 
 
-async def stale_cancelled_claims(c: Executor, stale_before: float) -> list[int]:
+@query
+def stale_cancelled_claims(c: Conn, stale_before: float) -> list[int]:
     """Queued jobs whose cancel came while they were claimed, and whose claim has gone stale."""
-    rows = await c.fetchall(
+    rows = c.fetchall(
         """SELECT id FROM jobs WHERE state = 'queued' AND cancel_requested = 1
                AND (claimed_by IS NULL OR claimed_at < ?) ORDER BY id""",
         (stale_before,),

@@ -101,6 +101,7 @@ class LedgerRecord:
     user_id: int
     job_id: int | None
     amount_micro: int
+    effect_micro: int  # what the row changes in the spend counted against limits
     day: str
     month: str
     actor: str

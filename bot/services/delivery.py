@@ -70,7 +70,8 @@ class Deliverer:
         files: list[ResultFile] = []
         flagged = 0
         ext = str(job.params.get("output_format", "MP4")).lower()
-        for result in await self.store.results(job.id):
+        results = await self.store.results(job.id)
+        for result in results:
             if result.nsfw:
                 flagged += 1
                 continue
@@ -95,8 +96,13 @@ class Deliverer:
             failures=failures,
             flagged=flagged,
             cost_micro=await self.store.settled_cost(job.id),
+            # Results are marked delivered only once the final message is out (killed in between:
+            # resumed here, and not posted twice).
+            already_posted=any(r.delivered_at is not None for r in results),
         )
         message_id = await self.sink.deliver(outcome)
+        if message_id is not None and message_id != job.result_message_id and files:
+            await self.store.set_result_message(job.id, message_id)  # known again after a restart
         for file in files:
             if file.result.delivered_at is None:
                 await self.store.mark_delivered(file.result.id, str(file.path) if file.path else None)

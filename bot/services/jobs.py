@@ -1,6 +1,6 @@
 """The persistent job state machine (SPEC 3.1). No network here: the engine that talks to Runware
-calls these methods. Each transition is one transaction, followed by its failpoint, so a process
-killed right after any of them resumes from the database alone.
+calls these methods. Each transition is one transaction (one hop to the database thread), then its
+failpoint, so a process killed right after any of them resumes from the database alone.
 
 Money rules applied by ``finish``: a known cost settles (a failure billed 0 releases instead); an
 unknown cost releases, except for jobs that may still be billed (timed out, or cancelled after they
@@ -16,16 +16,9 @@ from datetime import tzinfo
 from typing import Any
 
 from bot import failpoints
-from bot.db import Database, Executor
+from bot.db import Conn, Database
 from bot.db import queries as q
-from bot.db.records import (
-    ACTIVE_STATES,
-    FINAL_STATES,
-    JobMoney,
-    JobRecord,
-    LedgerRecord,
-    ResultRecord,
-)
+from bot.db.records import ACTIVE_STATES, FINAL_STATES, JobMoney, JobRecord, LedgerRecord, ResultRecord
 from bot.runware.models import VideoResult
 from bot.services import queue
 from bot.services.clock import Clock, day_of, month_of
@@ -37,6 +30,18 @@ MEDIAN_SAMPLE = 51  # recent jobs the progress estimate looks at
 
 def _actor(member: Member) -> str:
     return "terminal" if member.guild_id == 0 else f"user:{member.user_id}"
+
+
+def _may_still_bill(state: str, job: JobRecord) -> bool:
+    return state == "timed_out" or (state == "cancelled" and job.submitted_at is not None)
+
+
+def _ledger(c: Conn, job: JobRecord, kind: str, amount: int, reason: str | None, now: float) -> int | None:
+    return q.insert_ledger(
+        c, kind=kind, guild_id=job.guild_id, user_id=job.user_id, job_id=job.id, amount_micro=amount,
+        day=job.day, month=job.month, actor=SYSTEM_ACTOR, reason=reason, at=now,
+        reserved_micro=job.estimate_micro,
+    )
 
 
 class JobStore:
@@ -70,13 +75,18 @@ class JobStore:
     ) -> None:
         """The reserve's checks without reserving (before attachments are fetched: SPEC 3.2).
         Limits are checked too when ``estimate_micro`` is given."""
-        async with self.db.transaction(immediate=False) as tx:
-            await self.quotas.check_access(tx, member)
-            await self.quotas.check_place(tx, member, channel_id, blocklist_text)
-            if estimate_micro is not None:
-                await self.quotas.check_limits(
-                    tx, member, estimate_micro=estimate_micro, variations=variations, now=self.clock.now()
-                )
+        await self.db.run_read(
+            self._checks, member, channel_id, blocklist_text, estimate_micro, variations, self.clock.now()
+        )
+
+    def _checks(
+        self, c: Conn, member: Member, channel_id: int, blocklist_text: str | None,
+        estimate_micro: int | None, variations: int, now: float,
+    ) -> None:
+        self.quotas.check_access(c, member)
+        self.quotas.check_place(c, member, channel_id, blocklist_text)
+        if estimate_micro is not None:
+            self.quotas.check_limits(c, member, estimate_micro=estimate_micro, variations=variations, now=now)
 
     async def create(
         self,
@@ -98,62 +108,67 @@ class JobStore:
         RunwareUnavailable with nothing written."""
         if variations < 1 or duration_s < 1 or estimate_micro < 0:
             raise ValueError("variations and duration_s must be positive, estimate_micro >= 0")
-        now = self.clock.now()
-        day, month = day_of(now, self.tz), month_of(now, self.tz)
-        async with self.db.transaction() as tx:
-            await self.quotas.check_access(tx, member)
-            await self.quotas.check_place(tx, member, channel_id, blocklist_text)
-            await self.quotas.check_limits(
-                tx, member, estimate_micro=estimate_micro, variations=variations, now=now
-            )
-            job_id = await q.insert_job(
-                tx, guild_id=member.guild_id, channel_id=channel_id, user_id=member.user_id,
-                model_key=model_key, params=params, task_uuid=task_uuid, duration_s=duration_s,
-                variations=variations, estimate_micro=estimate_micro, created_at=now, day=day,
-                month=month, upload_limit=upload_limit, parent_job_id=parent_job_id,
-            )
-            await q.insert_ledger(
-                tx, kind="reserve", guild_id=member.guild_id, user_id=member.user_id, job_id=job_id,
-                amount_micro=estimate_micro, day=day, month=month, actor=_actor(member), reason=None, at=now,
-            )
-            job = await q.get_job(tx, job_id)
+        job = await self.db.run_tx(
+            self._create, member, self.clock.now(), blocklist_text,
+            dict(channel_id=channel_id, model_key=model_key, params=params, task_uuid=task_uuid,
+                 duration_s=duration_s, variations=variations, estimate_micro=estimate_micro,
+                 upload_limit=upload_limit, parent_job_id=parent_job_id),
+        )
         failpoints.hit("after_reserve")
+        return job
+
+    def _create(
+        self, c: Conn, member: Member, now: float, blocklist_text: str | None, fields: dict[str, Any]
+    ) -> JobRecord:
+        self._checks(c, member, fields["channel_id"], blocklist_text, fields["estimate_micro"],
+                     fields["variations"], now)
+        day, month = day_of(now, self.tz), month_of(now, self.tz)
+        job_id = q.insert_job(c, guild_id=member.guild_id, user_id=member.user_id, created_at=now, day=day,
+                              month=month, **fields)
+        q.insert_ledger(
+            c, kind="reserve", guild_id=member.guild_id, user_id=member.user_id, job_id=job_id,
+            amount_micro=fields["estimate_micro"], day=day, month=month, actor=_actor(member), reason=None,
+            at=now,
+        )
+        job = q.get_job(c, job_id)
         assert job is not None
         return job
 
     # ---- transitions ---------------------------------------------------------------------------
 
     async def set_image_uuids(self, job_id: int, image_uuids: dict[str, str]) -> None:
-        await q.set_image_uuids(self.db, job_id, image_uuids)
+        await self.db.run(q.set_image_uuids, job_id, image_uuids)
         failpoints.hit("after_upload")
 
     async def mark_submitted(self, job_id: int, next_poll_at: float) -> bool:
         """queued -> submitted (Runware acknowledged). False when the job was not queued."""
-        done = await q.mark_submitted(self.db, job_id, self.clock.now(), next_poll_at)
+        done = await self.db.run(q.mark_submitted, job_id, self.clock.now(), next_poll_at)
         if done:
             failpoints.hit("after_submit")
         return done
 
     async def mark_processing(self, job_id: int) -> bool:
-        return await q.mark_processing(self.db, job_id)
+        return await self.db.run(q.mark_processing, job_id)
 
     async def unclaim(self, job_id: int) -> JobRecord | None:
-        """Give a claimed queued job back to the queue (submit failed for now). A cancel asked for
-        while it was being submitted takes effect here: cancelled and released."""
-        async with self.db.transaction() as tx:
-            job = await q.get_job(tx, job_id)
-            if job is None or job.state != "queued":
-                return job
-            if job.cancel_requested:
-                await self._cancel_now(tx, job, job.cancelled_by or SYSTEM_ACTOR)
-            else:
-                await q.unclaim_job(tx, job_id)
-            return await q.get_job(tx, job_id)
+        """Give a claimed queued job back to the queue (its submit failed for now). A cancel asked
+        for while it was being submitted takes effect here: cancelled and released."""
+        return await self.db.run_tx(self._unclaim, job_id, self.clock.now())
+
+    def _unclaim(self, c: Conn, job_id: int, now: float) -> JobRecord | None:
+        job = q.get_job(c, job_id)
+        if job is None or job.state != "queued":
+            return job
+        if job.cancel_requested:
+            queue.cancel_queued(c, job, job.cancelled_by or SYSTEM_ACTOR, now)
+        else:
+            q.unclaim_job(c, job_id)
+        return q.get_job(c, job_id)
 
     async def record_result(self, job_id: int, result: VideoResult) -> bool:
         """Store one variation; False if its videoUUID was already recorded (getResponse repeats)."""
-        row = await q.insert_result(
-            self.db, job_id=job_id, video_uuid=result.video_uuid, video_url=result.video_url,
+        row = await self.db.run(
+            q.insert_result, job_id=job_id, video_uuid=result.video_uuid, video_url=result.video_url,
             seed=result.seed, cost_micro=result.cost_micro, nsfw=result.nsfw, now=self.clock.now(),
         )
         if row is None:
@@ -178,34 +193,42 @@ class JobStore:
         with ``notified_at`` cleared, so its results are posted."""
         if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state!r}")
-        now = self.clock.now()
-        async with self.db.transaction() as tx:
-            job = await q.get_job(tx, job_id)
-            if job is None:
+        done = await self.db.run_tx(
+            self._finish, job_id, state, error, cost_micro, failed_variations, self.clock.now()
+        )
+        if done:
+            failpoints.hit("after_settle")
+        return done
+
+    def _finish(
+        self, c: Conn, job_id: int, state: str, error: str | None, cost_micro: int | None,
+        failed_variations: int, now: float,
+    ) -> bool:
+        job = q.get_job(c, job_id)
+        if job is None:
+            return False
+        if job.cancel_requested:
+            state = "cancelled"
+        if job.is_final:
+            if not _may_still_bill(job.state, job) or q.job_money(c, job_id).finalized:
                 return False
-            if job.cancel_requested:
-                state = "cancelled"
-            if job.is_final:
-                if not self._may_still_bill(job.state, job) or (await q.job_money(tx, job_id)).finalized:
-                    return False
-                if cost_micro is None and state != "succeeded":
-                    return False  # e.g. a second time_out(): nothing new
-                if job.state == "timed_out" and state == "succeeded":
-                    await q.late_success(tx, job_id, error, failed_variations)
-            elif not await q.finish_job(tx, job_id, state, error, failed_variations, now):
-                return False
-            if cost_micro is None and state == "succeeded":
-                # includeCost is always sent; if Runware still said nothing, the results' own costs
-                # or else the estimate: a delivered video is never free by accident.
-                count, total = await q.results_cost(tx, job_id)
-                cost_micro = total if count and total else job.estimate_micro
-            if cost_micro is not None and (state == "succeeded" or cost_micro > 0):
-                await self._ledger(tx, job, "settle", cost_micro, state, now)
-            elif cost_micro is None and self._may_still_bill(state, job):
-                pass  # reserve stays open: a late cost, or expire() / close_late_window()
-            else:
-                await self._ledger(tx, job, "release", job.estimate_micro, error or state, now)
-        failpoints.hit("after_settle")
+            if cost_micro is None and state != "succeeded":
+                return False  # e.g. a second time_out(): nothing new
+            if job.state == "timed_out" and state == "succeeded":
+                q.late_success(c, job_id, error, failed_variations)
+        elif not q.finish_job(c, job_id, state, error, failed_variations, now):
+            return False
+        if cost_micro is None and state == "succeeded":
+            # includeCost is always sent; if Runware still said nothing, the results' own costs or
+            # else the estimate: a delivered video is never free by accident.
+            count, total = q.results_cost(c, job_id)
+            cost_micro = total if count and total else job.estimate_micro
+        if cost_micro is not None and (state == "succeeded" or cost_micro > 0):
+            _ledger(c, job, "settle", cost_micro, state, now)
+        elif cost_micro is None and _may_still_bill(state, job):
+            pass  # the reserve stays open: a late cost, or expire() / close_late_window()
+        else:
+            _ledger(c, job, "release", job.estimate_micro, error or state, now)
         return True
 
     complete = finish  # the engine's name: complete(job_id, state=..., error=..., cost_micro=...)
@@ -218,188 +241,178 @@ class JobStore:
         """Past the deadline: timed_out; the reserve stays open for a late cost."""
         return await self.finish(job_id, "timed_out", error, None)
 
-    @staticmethod
-    def _may_still_bill(state: str, job: JobRecord) -> bool:
-        return state == "timed_out" or (state == "cancelled" and job.submitted_at is not None)
-
     async def settle_late(self, job_id: int, cost_micro: int) -> bool:
         """A timed-out or cancelled job's cost arrived after it was finished: settle it, once."""
-        now = self.clock.now()
-        async with self.db.transaction() as tx:
-            job = await q.get_job(tx, job_id)
-            if job is None or not job.is_final:
-                return False
-            if cost_micro > 0 or job.state == "succeeded":
-                row = await self._ledger(tx, job, "settle", cost_micro, "late cost", now)
-            else:
-                row = await self._ledger(tx, job, "release", job.estimate_micro, "billed nothing", now)
-        if row is not None:
+        done = await self.db.run_tx(self._settle_late, job_id, cost_micro, self.clock.now())
+        if done:
             failpoints.hit("after_settle")
-        return row is not None
+        return done
+
+    def _settle_late(self, c: Conn, job_id: int, cost_micro: int, now: float) -> bool:
+        job = q.get_job(c, job_id)
+        if job is None or not job.is_final:
+            return False
+        if cost_micro > 0 or job.state == "succeeded":
+            return _ledger(c, job, "settle", cost_micro, "late cost", now) is not None
+        return _ledger(c, job, "release", job.estimate_micro, "billed nothing", now) is not None
 
     async def expire(self, job_id: int) -> bool:
         """Close one job's late window: release its still-open reserve. False if nothing was open."""
-        now = self.clock.now()
-        async with self.db.transaction() as tx:
-            job = await q.get_job(tx, job_id)
-            if job is None or not job.is_final:
-                return False
-            row = await self._ledger(tx, job, "release", job.estimate_micro, "no cost reported", now)
-        return row is not None
+        return await self.db.run_tx(self._expire, [job_id], self.clock.now()) == [job_id]
 
     async def close_late_window(self) -> list[int]:
         """Release the reserves of jobs whose late window passed without a cost. Returns their ids."""
         now = self.clock.now()
+        return await self.db.run_tx(self._expire, None, now, now - self.late_window_s)
+
+    def _expire(self, c: Conn, job_ids: list[int] | None, now: float, before: float = 0.0) -> list[int]:
+        jobs = q.get_jobs(c, job_ids) if job_ids is not None else q.late_window_closed(c, before)
         released = []
-        async with self.db.transaction() as tx:
-            for job in await q.late_window_closed(tx, now - self.late_window_s):
-                if await self._ledger(tx, job, "release", job.estimate_micro, "no cost reported", now):
-                    released.append(job.id)
+        for job in jobs:  # a job already settled or released is skipped by the unique index
+            if job.is_final and _ledger(c, job, "release", job.estimate_micro, "no cost reported", now):
+                released.append(job.id)
         return released
-
-    async def _ledger(
-        self, c: Executor, job: JobRecord, kind: str, amount: int, reason: str | None, now: float
-    ) -> int | None:
-        return await q.insert_ledger(
-            c, kind=kind, guild_id=job.guild_id, user_id=job.user_id, job_id=job.id, amount_micro=amount,
-            day=job.day, month=job.month, actor=SYSTEM_ACTOR, reason=reason, at=now,
-        )
-
-    async def _cancel_now(self, c: Executor, job: JobRecord, actor: str) -> None:
-        await queue.cancel_queued(c, job, actor, self.clock.now())
 
     async def request_cancel(self, job_id: int, actor: str) -> JobRecord | None:
         """Queued: cancelled and released at once. Submitted/processing (or being submitted by this
         process): ``cancel_requested`` is set; it keeps being polled to settle, and is never delivered.
-        Final jobs are unchanged. Returns the job as it is now."""
-        async with self.db.transaction() as tx:
-            job = await q.get_job(tx, job_id)
-            if job is None or job.is_final:
-                return job
-            fresh_claim = job.claimed_by == self.run_id and (job.claimed_at or 0) >= (
-                self.clock.now() - queue.CLAIM_TTL_S
-            )
-            if job.state == "queued" and not fresh_claim:
-                await self._cancel_now(tx, job, actor)
-            else:
-                await q.set_cancel_requested(tx, job_id, actor)
-            return await q.get_job(tx, job_id)
+        Final jobs are unchanged. Returns the job as it is now (None if there is no such job)."""
+        return await self.db.run_tx(self._request_cancel, job_id, actor, self.clock.now())
+
+    def _request_cancel(self, c: Conn, job_id: int, actor: str, now: float) -> JobRecord | None:
+        job = q.get_job(c, job_id)
+        if job is None or job.is_final:
+            return job
+        fresh_claim = job.claimed_by == self.run_id and (job.claimed_at or 0) >= now - queue.CLAIM_TTL_S
+        if job.state == "queued" and not fresh_claim:
+            queue.cancel_queued(c, job, actor, now)
+        else:
+            q.set_cancel_requested(c, job_id, actor)
+        return q.get_job(c, job_id)
 
     async def mark_delivered(self, result_id: int, local_path: str | None = None) -> bool:
-        done = await q.mark_delivered(self.db, result_id, self.clock.now(), local_path)
+        done = await self.db.run(q.mark_delivered, result_id, self.clock.now(), local_path)
         if done:
             failpoints.hit("after_delivery")
         return done
 
     async def mark_notified(self, job_id: int, result_message_id: int | None = None) -> bool:
-        done = await q.mark_notified(self.db, job_id, self.clock.now(), result_message_id)
+        done = await self.db.run(q.mark_notified, job_id, self.clock.now(), result_message_id)
         if done:
             failpoints.hit("after_notify")
         return done
 
     async def set_progress_message(self, job_id: int, message_id: int | None) -> None:
-        await q.set_progress_message(self.db, job_id, message_id)
+        await self.db.run(q.set_progress_message, job_id, message_id)
 
     async def set_result_message(self, job_id: int, message_id: int | None) -> None:
-        await q.set_result_message(self.db, job_id, message_id)
+        await self.db.run(q.set_result_message, job_id, message_id)
 
     async def set_next_poll(self, job_id: int, ts: float | None) -> None:
-        await q.set_next_poll(self.db, job_id, ts)
+        await self.db.run(q.set_next_poll, job_id, ts)
 
     async def mark_polled(self, job_ids: list[int], next_poll_at: float) -> None:
         """One write for a whole poll batch: last_polled_at = now, next_poll_at for each."""
         if job_ids:
-            async with self.db.transaction() as tx:
-                await q.mark_polled(tx, job_ids, self.clock.now(), next_poll_at)
+            await self.db.run_tx(q.mark_polled, job_ids, self.clock.now(), next_poll_at)
 
     # ---- reads ---------------------------------------------------------------------------------
 
     async def get(self, job_id: int) -> JobRecord | None:
-        return await q.get_job(self.db, job_id)
+        return await self.db.run(q.get_job, job_id)
 
     async def get_by_task(self, task_uuid: str) -> JobRecord | None:
-        return await q.get_job_by_task(self.db, task_uuid)
+        return await self.db.run(q.get_job_by_task, task_uuid)
 
     async def results(self, job_id: int) -> list[ResultRecord]:
-        return await q.results_for_job(self.db, job_id)
+        return await self.db.run(q.results_for_job, job_id)
 
     async def money(self, job_id: int) -> JobMoney:
-        return await q.job_money(self.db, job_id)
+        return await self.db.run(q.job_money, job_id)
+
+    async def settled_cost(self, job_id: int) -> int | None:
+        """The settled cost in micro-USD; None while reserved (or when released)."""
+        return (await self.money(job_id)).settled
 
     async def ledger(self, job_id: int) -> list[LedgerRecord]:
-        return await q.ledger_for_job(self.db, job_id)
+        return await self.db.run(q.ledger_for_job, job_id)
 
     async def history(self, member: Member, limit: int = 10) -> list[JobRecord]:
-        return await q.member_jobs(self.db, member.guild_id, member.user_id, limit)
+        return await self.db.run(q.member_jobs, member.guild_id, member.user_id, limit)
 
     async def jobs_by_state(
         self, state: str | None, limit: int = 50, guild_id: int | None = None
     ) -> list[JobRecord]:
-        return await q.jobs_by_state(self.db, state, limit, guild_id)
+        return await self.db.run(q.jobs_by_state, state, limit, guild_id)
 
     # Resume (SPEC 3.1): what a fresh process picks up.
     async def queued(self, limit: int = 10_000) -> list[JobRecord]:
-        return await q.queued_jobs(self.db, limit)
+        return await self.db.run(q.queued_jobs, limit)
 
     async def at_runware(self, limit: int = 10_000) -> list[JobRecord]:
         """Submitted/processing (cancel_requested included), and timed-out or cancelled-after-submit
         jobs whose cost is not settled yet."""
-        return await q.at_runware_jobs(self.db, limit)
+        return await self.db.run(q.at_runware_jobs, limit)
 
     async def due_for_poll(self, now: float | None = None, limit: int = 500) -> list[JobRecord]:
         """The at_runware() jobs whose next_poll_at has come (NULL counts as due), soonest first."""
-        return await q.due_for_poll(self.db, self.clock.now() if now is None else now, limit)
+        return await self.db.run(q.due_for_poll, self.clock.now() if now is None else now, limit)
 
     async def make_in_flight_due(self, now: float | None = None) -> int:
         """On start: every job at Runware is polled at once."""
-        return await q.make_all_due(self.db, self.clock.now() if now is None else now)
+        return await self.db.run(q.make_all_due, self.clock.now() if now is None else now)
 
     async def active_jobs(self, limit: int = 10_000) -> list[JobRecord]:
         """Queued, submitted, processing (cancel_requested included): the ones with live progress."""
-        return await q.active_jobs(self.db, limit)
+        return await self.db.run(q.active_jobs, limit)
+
+    async def active_states(self, limit: int = 10_000) -> list[tuple[int, str]]:
+        """(id, state) of the active_jobs(), cheaply: no record is built."""
+        return await self.db.run(q.active_job_states, limit)
+
+    async def get_many(self, job_ids: list[int]) -> list[JobRecord]:
+        """These jobs (those that exist), by id."""
+        return await self.db.run(q.get_jobs, job_ids)
 
     async def undelivered(self, limit: int = 1000) -> list[JobRecord]:
-        return await q.undelivered_jobs(self.db, limit)
+        """Succeeded (or late) jobs, not cancelled, with results not yet posted (flagged ones aside)."""
+        return await self.db.run(q.undelivered_jobs, limit)
 
     async def unnotified(self, limit: int = 1000) -> list[JobRecord]:
         """Final jobs whose final message (results or notice) is not posted yet."""
-        return await q.unnotified_jobs(self.db, limit)
+        return await self.db.run(q.unnotified_jobs, limit)
 
     pending_notices = unnotified
 
-    async def settled_cost(self, job_id: int) -> int | None:
-        """The settled cost in micro-USD; None while reserved (or when released)."""
-        return (await q.job_money(self.db, job_id)).settled
-
     async def median_duration(self, model_key: str, duration_s: int) -> float | None:
         """Median seconds from submit to finish of recent succeeded jobs like this one."""
-        sample = await q.recent_durations(self.db, model_key, duration_s, MEDIAN_SAMPLE)
+        sample = await self.db.run(q.recent_durations, model_key, duration_s, MEDIAN_SAMPLE)
         return statistics.median(sample) if sample else None
 
     # ---- bot-wide state --------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        await q.write_heartbeat(self.db, self.clock.now(), os.getpid())
+        await self.db.run(q.write_heartbeat, self.clock.now(), os.getpid())
 
     async def heartbeat_age(self) -> float | None:
-        beat = await q.read_heartbeat(self.db)
+        beat = await self.db.run(q.read_heartbeat)
         return None if beat is None else max(self.clock.now() - beat.at, 0.0)
 
     async def set_runware_paused(self, reason: str | None) -> None:
         """Runware refused our key (401) or balance (402): new jobs are refused (RunwareUnavailable),
         queued ones wait. ``None`` lifts the pause."""
         if reason is None:
-            await q.kv_delete(self.db, RUNWARE_PAUSE_KEY)
+            await self.db.run(q.kv_delete, RUNWARE_PAUSE_KEY)
         else:
-            await q.kv_set(self.db, RUNWARE_PAUSE_KEY, reason)
+            await self.db.run(q.kv_set, RUNWARE_PAUSE_KEY, reason)
 
     async def runware_paused(self) -> str | None:
         """The pause reason, or None when not paused."""
-        return await q.kv_get(self.db, RUNWARE_PAUSE_KEY)
+        return await self.db.run(q.kv_get, RUNWARE_PAUSE_KEY)
 
     async def guild_safety_mode(self, guild_id: int) -> str | None:
         """The guild's chosen content check ('none'|'fast'|'full'), None = runware.safety_mode."""
-        return (await q.get_guild_settings(self.db, guild_id)).safety_mode
+        return (await self.db.run(q.get_guild_settings, guild_id)).safety_mode
 
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "JobStore", "Member"]

@@ -11,7 +11,7 @@ from bot.config import Config
 from bot.db.records import JobRecord
 from bot.runware.client import RunwareClient
 from bot.runware.errors import AuthError, BalanceError, RunwareError, error_for
-from bot.runware.models import TaskStatus
+from bot.runware.models import TaskError, TaskStatus
 from bot.services.clock import Clock
 from bot.services.jobs import JobStore
 
@@ -42,6 +42,7 @@ class Poller:
         self.clock = clock
         self.on_runware_refused = on_runware_refused
         self.seen_ready: dict[str, float] = {}  # task_uuid -> when the poller first saw it finished (bench)
+        self.pushed_errors: set[str] = set()  # task uuids with an error item from a webhook
 
     async def tick(self, limit: int = 5000) -> PollReport:
         now = self.clock.now()
@@ -75,7 +76,8 @@ class Poller:
             await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
 
     async def apply(self, job: JobRecord, status: TaskStatus, now: float) -> bool:
-        """Record what Runware said about one job. Returns True when the job reached its end at Runware."""
+        """Record what a getResponse said about one job (its full state). Returns True when the job
+        reached its end at Runware."""
         for result in status.results:
             await self.store.record_result(job.id, result)
         real_errors = [e for e in status.errors if e.code != "taskNotFound"]
@@ -92,7 +94,34 @@ class Poller:
                 return True
             await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
             return False
+        return await self._complete(job, real_errors, now)
 
+    async def apply_pushed(self, job: JobRecord, status: TaskStatus, now: float) -> bool:
+        """Items Runware pushed by webhook: one item per variation, not the task's full state. Results
+        are recorded (de-duplicated by videoUUID) and the job completes through the same path as a
+        poll once every variation is in; until then it waits (the poller finishes it otherwise)."""
+        for result in status.results:
+            await self.store.record_result(job.id, result)
+        errors = [e for e in status.errors if e.code != "taskNotFound"]
+        if job.state == "queued":
+            return False  # its submit is not confirmed yet; the poll after it finishes the job
+        if (errors and job.variations > 1) or job.task_uuid in self.pushed_errors:
+            # An error item carries no id of its own, so a re-sent one looks like a second failed
+            # variation: let a poll (the full state) decide, now.
+            self.pushed_errors.add(job.task_uuid)
+            await self.store.set_next_poll(job.id, now)
+            return False
+        stored = await self.store.results(job.id)
+        if len(stored) + len(errors) < job.variations:
+            if job.state == "submitted":
+                await self.store.mark_processing(job.id)
+            return False
+        return await self._complete(job, errors, now)
+
+    async def _complete(self, job: JobRecord, real_errors: list[TaskError], now: float) -> bool:
+        """Runware is done with the job: final state and settle, exactly once (a poll and a webhook
+        may both get here for the same result; the second ``complete`` is a no-op)."""
+        self.pushed_errors.discard(job.task_uuid)
         self.seen_ready.setdefault(job.task_uuid, now)
         results = await self.store.results(job.id)
         cost = sum(r.cost_micro or 0 for r in results) + sum(e.cost_micro or 0 for e in real_errors)

@@ -46,6 +46,9 @@ class Outcome:
     failures: list[str] = field(default_factory=list)   # one user-facing line per failed variation
     flagged: int = 0                                     # results withheld by the content check
     cost_micro: int | None = None
+    # The final message went out before a restart (a result was already marked delivered): a sink
+    # that posts messages must not post it again.
+    already_posted: bool = False
 
 
 class DeliveryFailed(Exception):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from bot.db import Database, Executor
+from bot.db import Conn, Database
 from bot.db import queries as q
 from bot.db.records import JobRecord
 
@@ -32,29 +32,30 @@ async def next_to_submit(
 ) -> list[JobRecord]:
     """Claim and return the jobs to submit now, in fair order (possibly none)."""
     now = time.time() if now is None else now
-    stale = now - claim_ttl_s
-    async with db.transaction() as tx:
-        for job_id in await q.stale_cancelled_claims(tx, stale):
-            job = await q.get_job(tx, job_id)
-            if job is not None:
-                await cancel_queued(tx, job, job.cancelled_by or "system", now)
-        slots = max_in_flight - await q.count_in_flight(tx, run_id, stale)
-        if slots <= 0:
-            return []
-        ids = await q.next_in_queue(tx, run_id, stale, slots)
-        if not ids:
-            return []
-        await q.claim_jobs(tx, ids, run_id, now)
-        jobs = {job.id: job for job in await q.get_jobs(tx, ids)}
+    return await db.run_tx(_take, max_in_flight, run_id, now, now - claim_ttl_s)
+
+
+def _take(c: Conn, max_in_flight: int, run_id: str, now: float, stale: float) -> list[JobRecord]:
+    # A cancel that came while a job was claimed, whose taker never came back: finish it here.
+    for job in q.get_jobs(c, q.stale_cancelled_claims(c, stale)):
+        cancel_queued(c, job, job.cancelled_by or "system", now)
+    slots = max_in_flight - q.count_in_flight(c, run_id, stale)
+    if slots <= 0:
+        return []
+    ids = q.next_in_queue(c, run_id, stale, slots)
+    if not ids:
+        return []
+    q.claim_jobs(c, ids, run_id, now)
+    jobs = {job.id: job for job in q.get_jobs(c, ids)}
     return [jobs[i] for i in ids]
 
 
-async def cancel_queued(c: Executor, job: JobRecord, actor: str, now: float) -> bool:
+def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
     """A job that never reached Runware: cancelled, and its reserve released (free)."""
-    if not await q.finish_job(c, job.id, "cancelled", f"Cancelled by {actor}", 0, now):
+    if not q.finish_job(c, job.id, "cancelled", f"Cancelled by {actor}", 0, now):
         return False
-    await q.set_cancelled_by(c, job.id, actor)
-    await q.insert_ledger(
+    q.set_cancelled_by(c, job.id, actor)
+    q.insert_ledger(
         c, kind="release", guild_id=job.guild_id, user_id=job.user_id, job_id=job.id,
         amount_micro=job.estimate_micro, day=job.day, month=job.month, actor="system",
         reason="cancelled before submit", at=now,
@@ -64,7 +65,7 @@ async def cancel_queued(c: Executor, job: JobRecord, actor: str, now: float) -> 
 
 async def queue_positions(db: Database) -> dict[int, int]:
     """job id -> 1-based place among all waiting jobs, for every queued job (one query per tick)."""
-    return {job_id: place for place, job_id in enumerate(await q.queue_order(db), start=1)}
+    return {job_id: place for place, job_id in enumerate(await db.run(q.queue_order), start=1)}
 
 
 async def queue_position(db: Database, job_id: int) -> int | None:

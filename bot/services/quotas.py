@@ -1,6 +1,7 @@
-"""Quotas and money (SPEC 3.3). Balances are derived from the ledger; the checks that guard a
-reservation run inside the caller's ``BEGIN IMMEDIATE`` transaction (see JobStore.create), so the
-counts they read cannot change before the job and its reserve row are written."""
+"""Quotas and money (SPEC 3.3). Balances are derived from the ledger. The checks that guard a
+reservation (check_access, check_place, check_limits) are synchronous: they run in the database
+thread inside the caller's ``BEGIN IMMEDIATE`` transaction (JobStore.create), so the counts they
+read cannot change before the job and its reserve row are written."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from bot.config import LimitsConfig, micro_to_usd
-from bot.db import Database, Executor
+from bot.db import Conn, Database
 from bot.db import queries as q
 from bot.db.records import UNLIMITED, LimitOverride
 from bot.errors import InvalidInput, LimitExceeded, NotPermitted, RunwareUnavailable, UserFacingError
@@ -101,12 +102,13 @@ class Quotas:
         self.tz = tz
         self.clock = clock
 
-    async def effective_limits(self, member: Member, c: Executor | None = None) -> EffectiveLimits:
-        c = c or self.db
-        own = await q.get_member_limits(c, member.guild_id, member.user_id) or LimitOverride()
-        roles = [r.limits for r in await q.role_limits_for(c, member.guild_id, member.role_ids)]
-        settings = await q.get_guild_settings(c, member.guild_id)
-        budget = settings.monthly_budget_micro
+    async def effective_limits(self, member: Member) -> EffectiveLimits:
+        return await self.db.run(self.limits_in, member)
+
+    def limits_in(self, c: Conn, member: Member) -> EffectiveLimits:
+        own = q.get_member_limits(c, member.guild_id, member.user_id) or LimitOverride()
+        roles = [r.limits for r in q.role_limits_for(c, member.guild_id, member.role_ids)]
+        budget = q.get_guild_settings(c, member.guild_id).monthly_budget_micro
         if budget is None:
             guild_budget = self.limits.guild_monthly_micro_usd
         else:
@@ -124,11 +126,12 @@ class Quotas:
         )
 
     async def usage(self, member: Member) -> MemberUsage:
-        now = self.clock.now()
+        return await self.db.run_read(self._usage, member, self.clock.now())  # one snapshot
+
+    def _usage(self, c: Conn, member: Member, now: float) -> MemberUsage:
         day, month = day_of(now, self.tz), month_of(now, self.tz)
-        async with self.db.transaction(immediate=False) as tx:  # one consistent snapshot
-            limits = await self.effective_limits(member, tx)
-            n = await q.spend_numbers(tx, member.guild_id, member.user_id, day, month)
+        limits = self.limits_in(c, member)
+        n = q.spend_numbers(c, member.guild_id, member.user_id, day, month)
         allowance = None if limits.monthly_micro is None else limits.monthly_micro + n.member_credit_month
         return MemberUsage(
             member=member,
@@ -152,50 +155,48 @@ class Quotas:
             month_resets_at=next_month_start(now, self.tz),
         )
 
-    # ---- checks (run inside the reserve transaction) ------------------------------------------
+    # ---- checks (synchronous: run inside the reserve transaction) -------------------------------
 
-    async def check_access(self, c: Executor, member: Member) -> None:
+    def check_access(self, c: Conn, member: Member) -> None:
         """Ban, guild pause, bot-wide Runware pause, in that order."""
-        ban = await q.get_ban(c, member.guild_id, member.user_id)
+        ban = q.get_ban(c, member.guild_id, member.user_id)
         if ban is not None:
             why = f": {ban.reason}" if ban.reason else ""
             raise LimitExceeded("ban", f"You are banned from generating videos here{why}.")
-        settings = await q.get_guild_settings(c, member.guild_id)
+        settings = q.get_guild_settings(c, member.guild_id)
         if settings.paused:
             why = f": {settings.pause_reason}" if settings.pause_reason else ""
             raise LimitExceeded("pause", f"Video generation is paused on this server{why}.")
-        paused = await q.kv_get(c, RUNWARE_PAUSE_KEY)
+        paused = q.kv_get(c, RUNWARE_PAUSE_KEY)
         if paused is not None:
             raise RunwareUnavailable(
-                f"Video generation is paused for now ({paused}). The operator has been told; "
-                "please try again later."
+                "Video generation is paused for now: the bot's Runware account needs attention. "
+                "The operator has been told; please try again later."
             )
 
-    async def check_place(
-        self, c: Executor, member: Member, channel_id: int, blocklist_text: str | None
-    ) -> None:
+    def check_place(self, c: Conn, member: Member, channel_id: int, blocklist_text: str | None) -> None:
         """Generation channels, then the blocklist (against prompt + negative prompt)."""
         if member.guild_id != 0:
-            channels = await q.list_gen_channels(c, member.guild_id)
+            channels = q.list_gen_channels(c, member.guild_id)
             if channels and channel_id not in channels:
                 where = ", ".join(f"<#{ch}>" for ch in channels)
                 raise NotPermitted(f"Videos can only be generated in {where} on this server.")
         if blocklist_text:
-            term = blocked_term(blocklist_text, await q.list_blocklist(c, member.guild_id))
+            term = blocked_term(blocklist_text, q.list_blocklist(c, member.guild_id))
             if term is not None:
                 raise InvalidInput(
                     "prompt", blocklist_text, "a prompt without the terms this server blocks",
                     problem=f"contains {term!r}, which is blocked on this server",
                 )
 
-    async def check_limits(
-        self, c: Executor, member: Member, *, estimate_micro: int, variations: int, now: float
+    def check_limits(
+        self, c: Conn, member: Member, *, estimate_micro: int, variations: int, now: float
     ) -> None:
         """Daily videos, monthly USD, concurrency, guild budget, global ceiling, in that order.
         Raises LimitExceeded naming the limit, the numbers and when it resets."""
         day, month = day_of(now, self.tz), month_of(now, self.tz)
-        lim = await self.effective_limits(member, c)
-        n = await q.spend_numbers(c, member.guild_id, member.user_id, day, month)
+        lim = self.limits_in(c, member)
+        n = q.spend_numbers(c, member.guild_id, member.user_id, day, month)
         day_reset, month_reset = next_day_start(now, self.tz), next_month_start(now, self.tz)
         est = _usd(estimate_micro)
 
@@ -230,18 +231,18 @@ class Quotas:
             raise LimitExceeded(
                 "guild_monthly_usd",
                 f"This server's monthly video budget is used up: {_usd(n.guild_spent_month)} of "
-                f"{_usd(lim.guild_monthly_micro)} spent this month and this request costs about {est}. "
+                f"{_usd(guild_budget)} spent this month and this request costs about {est}. "
                 f"It resets {describe_reset(month_reset, now)}.",
-                used=n.guild_spent_month, allowed=lim.guild_monthly_micro, resets_at=month_reset,
+                used=n.guild_spent_month, allowed=guild_budget, resets_at=month_reset,
             )
         ceiling = lim.global_daily_micro
         if ceiling is not None and n.global_spent_day + estimate_micro > ceiling:
             raise LimitExceeded(
                 "global_daily_usd",
                 f"The bot's daily spending ceiling is reached: {_usd(n.global_spent_day)} of "
-                f"{_usd(lim.global_daily_micro)} spent today across all servers and this request costs "
+                f"{_usd(ceiling)} spent today across all servers and this request costs "
                 f"about {est}. It resets {describe_reset(day_reset, now)}.",
-                used=n.global_spent_day, allowed=lim.global_daily_micro, resets_at=day_reset,
+                used=n.global_spent_day, allowed=ceiling, resets_at=day_reset,
             )
 
     # ---- moderator money operations -------------------------------------------------------------
@@ -249,26 +250,27 @@ class Quotas:
     async def refund(self, job_id: int, actor: str, reason: str, *, guild_id: int | None = None) -> int:
         """Give a settled job's cost back to its member's and guild's limits, once. Returns the
         micro-USD refunded. ``guild_id`` restricts it to jobs of that guild (a moderator's own)."""
-        now = self.clock.now()
-        async with self.db.transaction() as tx:
-            job = await q.get_job(tx, job_id)
-            if job is None or (guild_id is not None and job.guild_id != guild_id):
-                raise UserFacingError(f"There is no job #{job_id} here.")
-            money = await q.job_money(tx, job_id)
-            if money.refunded is not None:
-                raise UserFacingError(f"Job #{job_id} was already refunded ({_usd(money.refunded)}).")
-            if money.settled is None:
-                raise UserFacingError(
-                    f"Job #{job_id} has no settled cost to refund (it is {job.state.replace('_', ' ')})."
-                )
-            if money.settled == 0:
-                raise UserFacingError(f"Job #{job_id} cost nothing, so there is nothing to refund.")
-            row = await q.insert_ledger(
-                tx, kind="refund", guild_id=job.guild_id, user_id=job.user_id, job_id=job_id,
-                amount_micro=money.settled, day=job.day, month=job.month, actor=actor, reason=reason, at=now,
+        return await self.db.run_tx(self._refund, job_id, actor, reason, guild_id, self.clock.now())
+
+    def _refund(self, c: Conn, job_id: int, actor: str, reason: str, guild_id: int | None, now: float) -> int:
+        job = q.get_job(c, job_id)
+        if job is None or (guild_id is not None and job.guild_id != guild_id):
+            raise UserFacingError(f"There is no job #{job_id} here.")
+        money = q.job_money(c, job_id)
+        if money.refunded is not None:
+            raise UserFacingError(f"Job #{job_id} was already refunded ({_usd(money.refunded)}).")
+        if money.settled is None:
+            raise UserFacingError(
+                f"Job #{job_id} has no settled cost to refund (it is {job.state.replace('_', ' ')})."
             )
-            if row is None:
-                raise UserFacingError(f"Job #{job_id} was already refunded.")
+        if money.settled == 0:
+            raise UserFacingError(f"Job #{job_id} cost nothing, so there is nothing to refund.")
+        row = q.insert_ledger(
+            c, kind="refund", guild_id=job.guild_id, user_id=job.user_id, job_id=job_id,
+            amount_micro=money.settled, day=job.day, month=job.month, actor=actor, reason=reason, at=now,
+        )
+        if row is None:  # the unique index: someone else refunded it first
+            raise UserFacingError(f"Job #{job_id} was already refunded.")
         return money.settled
 
     async def credit(self, member: Member, amount_micro: int, actor: str, reason: str) -> None:
@@ -276,32 +278,28 @@ class Quotas:
         if amount_micro == 0:
             raise InvalidInput("amount", "0", "a non-zero amount in USD, e.g. 2.50 or -1.00")
         now = self.clock.now()
-        async with self.db.transaction() as tx:
-            await q.insert_ledger(
-                tx, kind="credit", guild_id=member.guild_id, user_id=member.user_id, job_id=None,
-                amount_micro=amount_micro, day=day_of(now, self.tz), month=month_of(now, self.tz),
-                actor=actor, reason=reason, at=now,
-            )
+        await self.db.run(
+            q.insert_ledger, kind="credit", guild_id=member.guild_id, user_id=member.user_id, job_id=None,
+            amount_micro=amount_micro, day=day_of(now, self.tz), month=month_of(now, self.tz),
+            actor=actor, reason=reason, at=now,
+        )
 
     async def budget_warning(self, guild_id: int) -> tuple[int, int, int] | None:
         """(level %, spent, budget) when the guild's spend this month crossed 80% or 100% of its
         budget and that level was not announced yet this month; recorded so it is said once."""
-        now = self.clock.now()
-        month = month_of(now, self.tz)
-        async with self.db.transaction() as tx:
-            limits = await self.effective_limits(Member(guild_id, 0), tx)
-            budget = limits.guild_monthly_micro
-            if not budget:
-                return None
-            spent = await q.guild_spent_month(tx, guild_id, month)
-            reached = [lv for lv in BUDGET_WARN_LEVELS if spent * 100 >= budget * lv]
-            if not reached:
-                return None
-            settings = await q.get_guild_settings(tx, guild_id)
-            done = settings.budget_warned_level if settings.budget_warned_month == month else 0
-            if reached[-1] <= done:
-                return None
-            await q.update_guild_settings(
-                tx, guild_id, budget_warned_month=month, budget_warned_level=reached[-1]
-            )
+        return await self.db.run_tx(self._budget_warning, guild_id, month_of(self.clock.now(), self.tz))
+
+    def _budget_warning(self, c: Conn, guild_id: int, month: str) -> tuple[int, int, int] | None:
+        budget = self.limits_in(c, Member(guild_id, 0)).guild_monthly_micro
+        if not budget:
+            return None
+        spent = q.guild_spent_month(c, guild_id, month)
+        reached = [lv for lv in BUDGET_WARN_LEVELS if spent * 100 >= budget * lv]
+        if not reached:
+            return None
+        settings = q.get_guild_settings(c, guild_id)
+        done = settings.budget_warned_level if settings.budget_warned_month == month else 0
+        if reached[-1] <= done:
+            return None
+        q.update_guild_settings(c, guild_id, budget_warned_month=month, budget_warned_level=reached[-1])
         return reached[-1], spent, budget

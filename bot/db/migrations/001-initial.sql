@@ -59,8 +59,13 @@ CREATE TABLE results (
 );
 CREATE INDEX results_job ON results (job_id, delivered_at);
 
--- Money. Append-only; balances are sums over it. Amounts are positive except credits, which may
--- take allowance away. A job's rows count in the job's creation day/month.
+-- Money. Append-only; balances are sums over it, never stored. A job's rows count in the job's
+-- creation day/month; a credit in the month it was given.
+--   amount_micro: what the row is about (the estimate reserved, the cost settled, the estimate
+--                 released, the cost refunded, the credit given; only credits may be negative)
+--   effect_micro: what the row changes in the spend counted against limits: reserve +estimate,
+--                 settle cost - estimate, release -estimate, refund -cost, credit 0. Spend is then a
+--                 plain SUM over an index (no join), and the triggers below keep it honest.
 CREATE TABLE ledger (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     at           REAL    NOT NULL,
@@ -69,22 +74,38 @@ CREATE TABLE ledger (
     user_id      INTEGER NOT NULL,
     job_id       INTEGER REFERENCES jobs(id),
     amount_micro INTEGER NOT NULL,
+    effect_micro INTEGER NOT NULL,
     day          TEXT    NOT NULL,
     month        TEXT    NOT NULL,
     actor        TEXT    NOT NULL,
     reason       TEXT,
     CHECK (kind = 'credit' OR (job_id IS NOT NULL AND amount_micro >= 0)),
-    CHECK (kind <> 'credit' OR job_id IS NULL)
+    CHECK (kind <> 'credit' OR job_id IS NULL),
+    CHECK (CASE kind WHEN 'reserve' THEN effect_micro = amount_micro
+                     WHEN 'release' THEN effect_micro = -amount_micro
+                     WHEN 'refund'  THEN effect_micro = -amount_micro
+                     WHEN 'credit'  THEN effect_micro = 0
+                     ELSE 1 END)
 );
 -- Exactly once, enforced by the database: one reserve, one settle-or-release, one refund per job.
 CREATE UNIQUE INDEX ledger_one_reserve ON ledger (job_id) WHERE kind = 'reserve';
 CREATE UNIQUE INDEX ledger_one_final   ON ledger (job_id) WHERE kind IN ('settle', 'release');
 CREATE UNIQUE INDEX ledger_one_refund  ON ledger (job_id) WHERE kind = 'refund';
-CREATE INDEX ledger_job          ON ledger (job_id, kind, amount_micro);
-CREATE INDEX ledger_member_month ON ledger (kind, guild_id, user_id, month, job_id, amount_micro);
-CREATE INDEX ledger_guild_month  ON ledger (kind, guild_id, month, job_id, amount_micro);
-CREATE INDEX ledger_day          ON ledger (kind, day, job_id, amount_micro);
+CREATE INDEX ledger_job    ON ledger (job_id, kind, amount_micro);
+CREATE INDEX ledger_member ON ledger (guild_id, user_id, month, kind, amount_micro, effect_micro);
+CREATE INDEX ledger_guild  ON ledger (guild_id, month, effect_micro);
+CREATE INDEX ledger_day    ON ledger (day, kind, effect_micro);
 
+-- A settle or release undoes exactly the job's reserve; a refund gives back exactly the settled cost.
+CREATE TRIGGER ledger_final_offsets_reserve BEFORE INSERT ON ledger
+WHEN NEW.kind IN ('settle', 'release')
+    AND (SELECT amount_micro FROM ledger WHERE job_id = NEW.job_id AND kind = 'reserve') IS NOT
+        (CASE NEW.kind WHEN 'settle' THEN NEW.amount_micro - NEW.effect_micro ELSE NEW.amount_micro END)
+BEGIN SELECT RAISE(ABORT, 'a settle or release must offset the job''s reserve'); END;
+CREATE TRIGGER ledger_refund_matches_settle BEFORE INSERT ON ledger
+WHEN NEW.kind = 'refund'
+    AND (SELECT amount_micro FROM ledger WHERE job_id = NEW.job_id AND kind = 'settle') IS NOT NEW.amount_micro
+BEGIN SELECT RAISE(ABORT, 'a refund must return the job''s settled cost'); END;
 CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
 BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
 CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger

@@ -1,0 +1,187 @@
+"""Guild-wide moderator actions (pause, generation channels, blocklist, budget, moderator role, log
+channel, safety mode), mixed into ``Moderation``: each one validates, writes and audits in the one
+transaction that ``_act`` opens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bot.config import SAFETY_MODES, Config, micro_to_usd
+from bot.db import Conn, Database
+from bot.db import queries as q
+from bot.db.records import GuildSettings
+from bot.errors import InvalidInput, UserFacingError
+from bot.services.moderation_values import (
+    KEEP,
+    MAX_TERM,
+    SAFETY_STRENGTH,
+    USD_ALLOWED,
+    Change,
+    Diff,
+    Limit,
+    clean_reason,
+    ids_text,
+    limit_text,
+    pause_text,
+    stored_limit,
+    terms_text,
+)
+
+
+class GuildActions:
+    db: Database
+    cfg: Config
+    _act: Callable[..., Any]
+
+    async def set_budget(self, guild_id: int, amount: Limit, *, actor: str, reason: str | None = None
+                         ) -> Change:
+        """The guild's monthly budget: micro-USD, UNLIMITED, or DEFAULT (limits.guild_monthly_usd)."""
+        if amount is KEEP:
+            raise InvalidInput("amount", "nothing", USD_ALLOWED)
+        column = stored_limit("amount", amount, None)
+
+        def change(c: Conn, gid: int) -> Diff:
+            old = q.get_guild_settings(c, gid)
+            # A new budget is measured afresh: its 80% / 100% warnings may come again this month.
+            q.update_guild_settings(c, gid, monthly_budget_micro=column, budget_warned_month=None,
+                                    budget_warned_level=0)
+            return "budget.set", None, self._budget_text(old.monthly_budget_micro), self._budget_text(column)
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    def _budget_text(self, column: int | None) -> str:
+        if column is None:
+            default = self.cfg.limits.guild_monthly_micro_usd
+            return f"default ({'unlimited' if default is None else micro_to_usd(default)})"
+        return limit_text(column, True)
+
+    async def pause(self, guild_id: int, *, actor: str, reason: str | None = None) -> Change:
+        why = clean_reason(reason)
+
+        def change(c: Conn, gid: int) -> Diff:
+            old = q.get_guild_settings(c, gid)
+            new = q.update_guild_settings(c, gid, paused=True, pause_reason=why)
+            return "pause", None, pause_text(old), pause_text(new)
+
+        return await self._act(change, guild_id, actor=actor, reason=why)
+
+    async def resume(self, guild_id: int, *, actor: str, reason: str | None = None) -> Change:
+        def change(c: Conn, gid: int) -> Diff:
+            old = q.get_guild_settings(c, gid)
+            if not old.paused:
+                raise UserFacingError("Video generation is not paused on this server.")
+            new = q.update_guild_settings(c, gid, paused=False, pause_reason=None)
+            return "resume", None, pause_text(old), pause_text(new)
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    # ---- channels and blocklist ----------------------------------------------------------------
+
+    async def add_channel(self, guild_id: int, channel_id: int, *, actor: str, reason: str | None = None
+                          ) -> Change:
+        def change(c: Conn, gid: int) -> Diff:
+            before = q.list_gen_channels(c, gid)
+            if not q.add_gen_channel(c, gid, channel_id):
+                raise UserFacingError("That channel is already a generation channel.")
+            return ("channels.add", f"channel:{channel_id}", ids_text("channel", before, "any channel"),
+                    ids_text("channel", q.list_gen_channels(c, gid), "any channel"))
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    async def remove_channel(self, guild_id: int, channel_id: int, *, actor: str,
+                             reason: str | None = None) -> Change:
+        def change(c: Conn, gid: int) -> Diff:
+            before = q.list_gen_channels(c, gid)
+            if not q.remove_gen_channel(c, gid, channel_id):
+                raise UserFacingError("That channel is not a generation channel.")
+            return ("channels.remove", f"channel:{channel_id}", ids_text("channel", before, "any channel"),
+                    ids_text("channel", q.list_gen_channels(c, gid), "any channel"))
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    async def list_channels(self, guild_id: int) -> list[int]:
+        """The generation channels; empty = /video works in every channel."""
+        return await self.db.run(q.list_gen_channels, guild_id)
+
+    async def add_blocked_term(self, guild_id: int, term: str, *, actor: str, reason: str | None = None
+                               ) -> Change:
+        text = self._term(term)
+
+        def change(c: Conn, gid: int) -> Diff:
+            before = len(q.list_blocklist(c, gid))
+            if not q.add_blocklist_term(c, gid, text):
+                raise UserFacingError(f"{text!r} is already on the blocklist.")
+            return "blocklist.add", f"term:{text}", terms_text(before), terms_text(before + 1)
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    async def remove_blocked_term(self, guild_id: int, term: str, *, actor: str,
+                                  reason: str | None = None) -> Change:
+        text = self._term(term)
+
+        def change(c: Conn, gid: int) -> Diff:
+            before = len(q.list_blocklist(c, gid))
+            if not q.remove_blocklist_term(c, gid, text):
+                raise UserFacingError(f"{text!r} is not on the blocklist.")
+            return "blocklist.remove", f"term:{text}", terms_text(before), terms_text(before - 1)
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    async def list_blocklist(self, guild_id: int) -> list[str]:
+        return await self.db.run(q.list_blocklist, guild_id)
+
+    @staticmethod
+    def _term(term: str) -> str:
+        text = " ".join((term or "").split())
+        if not text.strip("*") or len(text) > MAX_TERM:
+            raise InvalidInput("term", term, f"a word or phrase of 1 to {MAX_TERM} characters "
+                               "(a * at either end matches any continuation)")
+        return text
+
+    # ---- guild settings ------------------------------------------------------------------------
+
+    async def set_modrole(self, guild_id: int, role_id: int | None, *, actor: str,
+                          reason: str | None = None) -> Change:
+        """The role whose members may moderate (besides Manage Server); None clears it."""
+        def change(c: Conn, gid: int) -> Diff:
+            old = q.get_guild_settings(c, gid).mod_role_id
+            q.update_guild_settings(c, gid, mod_role_id=role_id)
+            return ("modrole.set", f"role:{role_id}" if role_id else None,
+                    f"role:{old}" if old else "none", f"role:{role_id}" if role_id else "none")
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    async def set_logchannel(self, guild_id: int, channel_id: int | None, *, actor: str,
+                             reason: str | None = None) -> Change:
+        """Where moderator actions and budget warnings are posted; None clears it."""
+        def change(c: Conn, gid: int) -> Diff:
+            old = q.get_guild_settings(c, gid).log_channel_id
+            q.update_guild_settings(c, gid, log_channel_id=channel_id)
+            return ("logchannel.set", f"channel:{channel_id}" if channel_id else None,
+                    f"channel:{old}" if old else "none", f"channel:{channel_id}" if channel_id else "none")
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    async def set_safety_mode(self, guild_id: int, mode: str, *, actor: str, reason: str | None = None
+                              ) -> Change:
+        """The guild's content check; never weaker than the config's ``runware.safety_mode``."""
+        floor = self.cfg.runware.safety_mode
+        mode = (mode or "").strip().lower()
+        if mode not in SAFETY_STRENGTH:
+            raise InvalidInput("mode", mode, "none, fast or full")
+        if SAFETY_STRENGTH[mode] < SAFETY_STRENGTH[floor]:
+            stronger = ", ".join(m for m in SAFETY_MODES if SAFETY_STRENGTH[m] >= SAFETY_STRENGTH[floor])
+            raise InvalidInput("mode", mode, stronger, problem=(
+                f"{mode!r} would be weaker than the bot's own content check ({floor!r}, set by the "
+                "operator in runware.safety_mode); a server may only choose the same or a stricter one"))
+
+        def change(c: Conn, gid: int) -> Diff:
+            old = q.get_guild_settings(c, gid).safety_mode
+            q.update_guild_settings(c, gid, safety_mode=mode)
+            return "safety.mode", None, old or f"default ({floor})", mode
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    async def settings(self, guild_id: int) -> GuildSettings:
+        return await self.db.run(q.get_guild_settings, guild_id)
