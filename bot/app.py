@@ -24,7 +24,7 @@ import httpx
 from discord.ext import commands
 from pydantic import SecretStr
 
-from bot.config import Config, sandbox_db_path
+from bot.config import Config
 from bot.db import queries as q
 from bot.db.connection import Database, open_database
 from bot.discord_net import point_discord_at
@@ -32,6 +32,7 @@ from bot.discord_sink import DiscordSink
 from bot.errors import UserFacingError
 from bot.pacer import ChannelPacer
 from bot.runware.client import RunwareClient
+from bot.sandbox import enter_sandbox
 from bot.services.clock import Clock
 from bot.services.engine import Engine
 
@@ -39,8 +40,6 @@ log = logging.getLogger("bot.app")
 
 # Loaded in this order when the module exists (member and admin cogs arrive later).
 EXTENSIONS = ("bot.cogs.errors", "bot.cogs.video", "bot.cogs.buttons", "bot.cogs.member", "bot.cogs.admin")
-SANDBOX_API_KEY = "sandbox"
-SANDBOX_SPEED = 10.0
 ENGINE_STOP_TIMEOUT_S = 30.0
 # Discord allows 5 message writes per 5 s per channel; the extra half second absorbs latency jitter.
 PACE_LIMIT, PACE_WINDOW_S = 5, 5.5
@@ -210,17 +209,6 @@ class KlingBot(commands.Bot):
         log.info("bot stopped")
 
 
-def sandbox_config(cfg: Config, runware_url: str) -> Config:
-    """--sandbox: the simulator instead of Runware, and a database of its own (SPEC 2.1)."""
-    hosts = list(cfg.runware.download_hosts)
-    if "127.0.0.1" not in hosts:
-        hosts.append("127.0.0.1")
-    return cfg.with_overrides(
-        runware=cfg.runware.model_copy(update={"api_url": runware_url, "download_hosts": hosts}),
-        storage=cfg.storage.model_copy(update={"path": sandbox_db_path(cfg.storage.path)}),
-    )
-
-
 @contextlib.contextmanager
 def _signals_set(event: asyncio.Event, enabled: bool):
     loop = asyncio.get_running_loop()
@@ -257,12 +245,9 @@ async def run_bot(
     stop = stop or asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         if sandbox:
-            from bot.simulator.server import run_simulator
-
-            sim = await stack.enter_async_context(run_simulator(api_key=SANDBOX_API_KEY, speed=SANDBOX_SPEED))
-            cfg = sandbox_config(cfg, sim.url)
-            key: SecretStr | None = SecretStr(SANDBOX_API_KEY)
-            log.info("sandbox: Runware simulator at %s, database %s", sim.url, cfg.storage.path)
+            cfg, sandbox_api_key = await enter_sandbox(stack, cfg)
+            key: SecretStr | None = sandbox_api_key
+            log.info("sandbox: Runware simulator at %s, database %s", cfg.runware.api_url, cfg.storage.path)
         else:
             key = cfg.secrets.runware_api_key
             if key is None:

@@ -3,6 +3,8 @@ database so sandbox jobs never count against real quotas or usage."""
 
 from __future__ import annotations
 
+import contextlib
+
 from pydantic import SecretStr
 
 from bot.config import Config, sandbox_db_path
@@ -28,3 +30,11 @@ def sandbox_config(cfg: Config, simulator_url: str) -> Config:
 
 def sandbox_key() -> SecretStr:
     return SecretStr(SANDBOX_API_KEY)
+
+
+async def enter_sandbox(stack: contextlib.AsyncExitStack, cfg: Config) -> tuple[Config, SecretStr]:
+    """Start the simulator on the stack; return the config pointed at it and the key it accepts."""
+    from bot.simulator.server import run_simulator
+
+    sim = await stack.enter_async_context(run_simulator(api_key=SANDBOX_API_KEY, speed=SANDBOX_SPEED))
+    return sandbox_config(cfg, sim.url), sandbox_key()

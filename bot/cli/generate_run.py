@@ -17,7 +17,7 @@ from bot.db.connection import open_database
 from bot.db.records import JobRecord
 from bot.errors import RunwareUnavailable, UserFacingError
 from bot.runware.client import RunwareClient
-from bot.sandbox import sandbox_config, sandbox_key
+from bot.sandbox import enter_sandbox
 from bot.services.engine import Engine
 from bot.services.progress import Outcome, ProgressUpdate
 from bot.services.quotas import Member
@@ -104,12 +104,7 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
     request, first, last = resolve_from_args(cfg, args)  # invalid input exits 2 before anything runs
     async with contextlib.AsyncExitStack() as stack:
         if args.sandbox:
-            from bot.simulator.server import run_simulator
-
-            sim = await stack.enter_async_context(run_simulator(api_key=sandbox_key().get_secret_value(),
-                                                                speed=20.0))
-            cfg = sandbox_config(cfg, sim.url)
-            api_key = sandbox_key()
+            cfg, api_key = await enter_sandbox(stack, cfg)
         else:
             if cfg.secrets.runware_api_key is None:
                 raise UserFacingError("RUNWARE_API_KEY is not set (or use --sandbox to try the simulator)")
