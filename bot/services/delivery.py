@@ -77,7 +77,8 @@ class Deliverer:
                 continue
             path: Path | None = None
             size: int | None = None
-            if result.video_url:
+            # A cancelled job is never posted: its videos are not worth fetching.
+            if result.video_url and job.state != "cancelled" and not job.cancel_requested:
                 dest = self.sink.download_dir(job) / f"job{job.id}-{result.video_uuid}.{ext}"
                 size = await self._fetch(job, result.video_url, dest)
                 path = dest if size is not None else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 from dataclasses import dataclass
 
 import httpx
@@ -85,7 +86,7 @@ class Engine:
         self._last_report: dict[int, tuple[str, float]] = {}
         self._medians: dict[tuple[str, int], float | None] = {}
         self._medians_at = -STATS_REFRESH_S
-        self.tick_interval_s = max(0.01, min(cfg.runware.poll_interval_s / 2, 0.5))
+        self.tick_interval_s = beat_step(cfg.runware.poll_interval_s)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -111,21 +112,28 @@ class Engine:
         self._wake.set()
 
     async def _run(self) -> None:
+        # Ticks keep a fixed beat whose step divides the poll interval, and polls are scheduled from
+        # the beat: a job polled on the beat comes due on the beat again, so its polls are exactly one
+        # interval apart (a tick that ran late does not push every later poll back) and jobs due
+        # together share batches. A wake (a new job) ticks at once, on the last beat.
+        step = self.tick_interval_s
+        origin = self.clock.now()
         while not self._stopping:
+            beat = origin + math.floor((self.clock.now() - origin) / step) * step
             try:
-                await self.tick()
+                await self.tick(beat)
             except Exception:
                 log.exception("engine tick failed; continuing")
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.tick_interval_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, beat + step - self.clock.now()))
             except TimeoutError:
                 pass
             self._wake.clear()
 
-    async def tick(self) -> None:
+    async def tick(self, beat: float | None = None) -> None:
         await self.store.heartbeat()
         await self._submit_queued()
-        report = await self.poller.tick()
+        report = await self.poller.tick(now=beat)
         if report.failed_request is not None and not isinstance(report.failed_request, (AuthError, BalanceError)):
             self._trouble = "Runware is not answering, retrying"
         elif report.polled:
@@ -386,6 +394,11 @@ class Engine:
                 continue
             if new_id and new_id != job.progress_message_id:
                 await self.store.set_progress_message(job.id, new_id)
+
+
+def beat_step(poll_interval_s: float) -> float:
+    """The engine's tick step: at most 0.5 s, at most half the poll interval, and dividing it."""
+    return poll_interval_s / max(2, math.ceil(poll_interval_s / 0.5 - 1e-9))
 
 
 _heap_frozen = False

@@ -44,8 +44,9 @@ class Poller:
         self.seen_ready: dict[str, float] = {}  # task_uuid -> when the poller first saw it finished (bench)
         self.pushed_errors: set[str] = set()  # task uuids with an error item from a webhook
 
-    async def tick(self, limit: int = 5000) -> PollReport:
-        now = self.clock.now()
+    async def tick(self, limit: int = 5000, now: float | None = None) -> PollReport:
+        """Poll every due job. ``now`` is the engine's beat: the next polls are scheduled from it."""
+        now = self.clock.now() if now is None else now
         due = await self.store.due_for_poll(now, limit)
         report = PollReport(polled=len(due))
         if not due:
@@ -62,22 +63,28 @@ class Poller:
             report.failed_request = exc
             await self._postpone(due, now)
             return report
+        running: list[int] = []
         for job in due:
             status = statuses.get(job.task_uuid) or TaskStatus(task_uuid=job.task_uuid)
             try:
-                if await self.apply(job, status, now):
+                if await self.apply(job, status, now, reschedule=False):
                     report.finished += 1
+                else:
+                    running.append(job.id)
             except Exception:  # one bad job must not stop the poller for the rest
                 log.exception("job %s: could not apply Runware's answer", job.id)
+        # One write for all the jobs still running, not one per job (1,000 in flight: 1,000 writes).
+        await self.store.mark_polled(running, now + self.cfg.runware.poll_interval_s)
         return report
 
     async def _postpone(self, due: list[JobRecord], now: float) -> None:
         for job in due:
             await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
 
-    async def apply(self, job: JobRecord, status: TaskStatus, now: float) -> bool:
+    async def apply(self, job: JobRecord, status: TaskStatus, now: float, *, reschedule: bool = True) -> bool:
         """Record what a getResponse said about one job (its full state). Returns True when the job
-        reached its end at Runware."""
+        reached its end at Runware; otherwise its next poll is set (unless ``reschedule`` is False:
+        the caller then sets it, for many jobs at once)."""
         for result in status.results:
             await self.store.record_result(job.id, result)
         real_errors = [e for e in status.errors if e.code != "taskNotFound"]
@@ -92,7 +99,8 @@ class Poller:
                 # A timed-out or cancelled job whose cost never came: stop polling and release.
                 await self.store.expire(job.id)
                 return True
-            await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
+            if reschedule:
+                await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
             return False
         return await self._complete(job, real_errors, now)
 
