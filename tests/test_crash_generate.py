@@ -13,9 +13,11 @@ import signal
 import socket
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from PIL import Image
 from pydantic import SecretStr
 
@@ -28,7 +30,9 @@ from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
 from bot.services.quotas import Member
-from bot.simulator.server import run_simulator
+from bot.simulator.server import Simulator, run_simulator
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "crash-test-key"
@@ -121,25 +125,57 @@ def assert_each_job_settled_once(jobs, ledger) -> None:
 # ---- killed at each failpoint, then run again ----------------------------------------------------------
 
 CASES = [(name, True) for name in failpoints.NAMES] + [("after_reserve", False)]
+PARALLEL = 4  # scenarios at once: each is two short child processes, mostly waiting on imports
+
+
+@dataclass
+class Scenario:
+    killed_code: int
+    killed_lines: list[dict]
+    code: int
+    lines: list[dict]
+    err: str
+    sim: Simulator
+    out: Path
+    db: tuple
+
+
+async def run_scenario(base: Path, failpoint: str, with_frame: bool, slots: asyncio.Semaphore) -> Scenario:
+    """Kill a generate child at ``failpoint``, run generate again, and read what is left behind."""
+    async with slots:
+        # Generation takes 0.05 s at the simulator; the child polls until it is done, so every
+        # failpoint is reached while it runs.
+        async with run_simulator(api_key=KEY, base_generation_s=0.05) as sim:
+            config = write_config(base, sim.url)
+            out = base / "videos"
+            extra = ("--first-frame", str(frame_file(base))) if with_frame else ()
+            killed_code, killed_lines, _ = await generate(config, out, *extra, failpoint=failpoint)
+            code, lines, err = await generate(config, out, *extra, prompt="a second lighthouse")
+            db = await read_db(base / "klingbot.sqlite3")
+    return Scenario(killed_code, killed_lines, code, lines, err, sim, out, db)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], Scenario | BaseException]:
+    """Every failpoint scenario, run side by side once; each test below checks one of them."""
+    slots = asyncio.Semaphore(PARALLEL)
+    runs = await asyncio.gather(
+        *(run_scenario(tmp_path_factory.mktemp(f"{name}-{frame}"), name, frame, slots) for name, frame in CASES),
+        return_exceptions=True)
+    return dict(zip(CASES, runs, strict=True))
 
 
 @pytest.mark.parametrize(("failpoint", "with_frame"), CASES,
                          ids=[f"{n}-{'frame' if f else 'text'}" for n, f in CASES])
-async def test_generate_killed_at_a_failpoint_then_run_again(tmp_path: Path, failpoint: str,
-                                                             with_frame: bool) -> None:
-    # Generation takes 0.3 s at the simulator, so every failpoint is reached while the child runs.
-    async with run_simulator(api_key=KEY, base_generation_s=0.3) as sim:
-        config = write_config(tmp_path, sim.url)
-        out = tmp_path / "videos"
-        extra = ("--first-frame", str(frame_file(tmp_path))) if with_frame else ()
-
-        code, lines, _ = await generate(config, out, *extra, failpoint=failpoint)
-        assert code == -signal.SIGKILL, f"the child was not killed at {failpoint} (exit {code})"
-        assert lines == []
-
-        code, lines, err = await generate(config, out, *extra, prompt="a second lighthouse")
-        assert code == 0, (json.dumps(lines), err)
-        jobs, ledger, results = await read_db(tmp_path / "klingbot.sqlite3")
+async def test_generate_killed_at_a_failpoint_then_run_again(scenarios, failpoint: str, with_frame: bool) -> None:
+    run = scenarios[(failpoint, with_frame)]
+    if isinstance(run, BaseException):
+        raise run
+    assert run.killed_code == -signal.SIGKILL, f"the child was not killed at {failpoint} (exit {run.killed_code})"
+    assert run.killed_lines == []
+    assert run.code == 0, (json.dumps(run.lines), run.err)
+    lines, sim, out = run.lines, run.sim, run.out
+    jobs, ledger, results = run.db
 
     assert [j.id for j in jobs] == [1, 2]
     first, second = jobs

@@ -132,8 +132,12 @@ class AdminCog(commands.Cog):
             return await channel.send(content=text, allowed_mentions=NO_MENTIONS)
 
         sink = getattr(self.bot, "sink", None)
-        future = (sink.pacer.submit(channel_id, send, priority=ROUTINE) if sink is not None
-                  else asyncio.ensure_future(send()))
+        try:
+            future = (sink.pacer.submit(channel_id, send, priority=ROUTINE) if sink is not None
+                      else asyncio.ensure_future(send()))
+        except RuntimeError:  # the pacer closed: the bot is shutting down
+            log.info("not posting in log channel %s: shutting down", channel_id)
+            return None
         future.add_done_callback(lambda f: _log_post_failure(f, channel_id))
         return future
 

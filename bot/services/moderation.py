@@ -200,7 +200,7 @@ class Moderation(GuildActions):
             job = q.get_job(c, job_id)
             if job is None or (guild_id is not None and job.guild_id != guild_id):
                 raise UserFacingError(f"There is no job #{job_id} here.")
-            amount = self.quotas._refund(c, job_id, actor, why or "", guild_id, now)
+            amount = self.quotas.refund_in(c, job_id, actor, why or "", guild_id, now)
             before = f"settled {micro_to_usd(amount)} (user:{job.user_id})"
             after = f"refunded {micro_to_usd(amount)} to user:{job.user_id}"
             audit_id = q.insert_audit(c, guild_id=job.guild_id, actor=actor, action="refund",

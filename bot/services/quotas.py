@@ -250,9 +250,9 @@ class Quotas:
     async def refund(self, job_id: int, actor: str, reason: str, *, guild_id: int | None = None) -> int:
         """Give a settled job's cost back to its member's and guild's limits, once. Returns the
         micro-USD refunded. ``guild_id`` restricts it to jobs of that guild (a moderator's own)."""
-        return await self.db.run_tx(self._refund, job_id, actor, reason, guild_id, self.clock.now())
+        return await self.db.run_tx(self.refund_in, job_id, actor, reason, guild_id, self.clock.now())
 
-    def _refund(self, c: Conn, job_id: int, actor: str, reason: str, guild_id: int | None, now: float) -> int:
+    def refund_in(self, c: Conn, job_id: int, actor: str, reason: str, guild_id: int | None, now: float) -> int:
         job = q.get_job(c, job_id)
         if job is None or (guild_id is not None and job.guild_id != guild_id):
             raise UserFacingError(f"There is no job #{job_id} here.")
