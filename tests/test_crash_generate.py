@@ -156,22 +156,22 @@ async def run_scenario(base: Path, failpoint: str, with_frame: bool, slots: asyn
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], Scenario | BaseException]:
+async def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], Scenario | Exception]:
     """Every failpoint scenario, run side by side once; each test below checks one of them."""
     slots = asyncio.Semaphore(PARALLEL)
-    runs = await asyncio.gather(
-        *(run_scenario(tmp_path_factory.mktemp(f"{name}-{frame}"), name, frame, slots) for name, frame in CASES),
-        return_exceptions=True)
+    runs = await asyncio.gather(*(run_scenario(tmp_path_factory.mktemp(f"{name}-{frame}"), name, frame, slots)
+                                  for name, frame in CASES), return_exceptions=True)
     return dict(zip(CASES, runs, strict=True))
 
 
 @pytest.mark.parametrize(("failpoint", "with_frame"), CASES,
                          ids=[f"{n}-{'frame' if f else 'text'}" for n, f in CASES])
-async def test_generate_killed_at_a_failpoint_then_run_again(scenarios, failpoint: str, with_frame: bool) -> None:
+async def test_generate_killed_at_a_failpoint_then_run_again(scenarios, failpoint: str,
+                                                             with_frame: bool) -> None:
     run = scenarios[(failpoint, with_frame)]
     if isinstance(run, BaseException):
         raise run
-    assert run.killed_code == -signal.SIGKILL, f"the child was not killed at {failpoint} (exit {run.killed_code})"
+    assert run.killed_code == -signal.SIGKILL, f"not killed at {failpoint} (exit {run.killed_code})"
     assert run.killed_lines == []
     assert run.code == 0, (json.dumps(run.lines), run.err)
     lines, sim, out = run.lines, run.sim, run.out
