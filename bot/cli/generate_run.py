@@ -19,11 +19,12 @@ from bot.errors import RunwareUnavailable, UserFacingError
 from bot.runware.client import RunwareClient
 from bot.sandbox import enter_sandbox
 from bot.services.engine import Engine
-from bot.services.progress import Outcome, ProgressUpdate
+from bot.services.progress import Outcome, ProgressUpdate, sink_handles
 from bot.services.quotas import Member
 
 NO_DOWNLOAD_CAP = 4 * 1024**3
 TERMINAL_GUILD = 0
+TERMINAL_CHANNEL = 0  # Discord jobs always have a channel, DMs included
 
 
 class TerminalSink:
@@ -36,6 +37,9 @@ class TerminalSink:
         self.refused: str | None = None  # Runware refused the key or balance: the run cannot finish
         self.finished = asyncio.Condition()
         self._bars: dict[int, tqdm] = {}
+
+    def handles(self, job: JobRecord) -> bool:
+        return job.channel_id == TERMINAL_CHANNEL  # a running bot on the same database shows its own
 
     def download_cap(self, job: JobRecord) -> int:
         return NO_DOWNLOAD_CAP
@@ -140,14 +144,18 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
             raise RunwareUnavailable("Runware refuses the API key (or the account has no balance); "
                                      "nothing was reserved.")
         job = await engine.create_job(
-            Member(TERMINAL_GUILD, args.user), request, channel_id=0, first=first, last=last
+            Member(TERMINAL_GUILD, args.user), request, channel_id=TERMINAL_CHANNEL, first=first,
+            last=last,
         )
         try:
             outcomes = {job_id: await sink.wait_for(job_id) for job_id in [*resumed, job.id]}
         except RunwareUnavailable:
             # Nobody is left to wait for the queued job here: give its reservation back.
             await engine.store.request_cancel(job.id, "cli")
-            raise
+            raise RunwareUnavailable(
+                f"Runware refused the request (the API key was rejected or the account balance is "
+                f"exhausted); job #{job.id} was cancelled and nothing was charged."
+            ) from None
         # The sink hears of a job before delivered/notified are written: let that tick finish.
         await stop_engine()
         results = []
@@ -169,9 +177,9 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def unfinished_terminal_jobs(engine: Engine) -> list[int]:
-    """Ids of the terminal's jobs (guild 0) still running, or finished but never reported."""
+    """Ids of the terminal's jobs still running, or finished but never reported."""
     jobs = [*await engine.store.active_jobs(), *await engine.store.unnotified()]
-    return sorted({j.id for j in jobs if j.guild_id == TERMINAL_GUILD})
+    return sorted({j.id for j in jobs if sink_handles(engine.sink, j)})
 
 
 def run_generation(cfg: Config, args: argparse.Namespace) -> int:
