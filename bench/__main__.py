@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run the bot's process under cProfile in ack and memory (bench/profile-*.txt)")
     parser.add_argument("--watchdog", action="store_true",
                         help="in ack and memory, sample the bot's stack whenever its event loop stalls")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories (logs, databases)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directories (logs, databases)")
     args = parser.parse_args(argv)
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
@@ -82,7 +83,8 @@ async def main_async(args: argparse.Namespace) -> list[ScenarioResult]:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         result = await run_one(name, tmp, quick=args.quick, profile_dir=profile_dir, watchdog=args.watchdog)
         verdict = "error" if result.error else ("pass" if result.passed else "FAIL")
-        print(f"  {name}: {verdict} in {result.seconds:.1f} s" + (f" ({result.error})" if result.error else ""),
+        error = f" ({result.error})" if result.error else ""
+        print(f"  {name}: {verdict} in {result.seconds:.1f} s{error}",
               file=sys.stderr, flush=True)
         if args.keep or result.error:
             result.details["tmp"] = str(tmp)
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(main_async(args))
     rows = [row for r in results for row in r.rows]
     print(f"klingbot bench{' (quick)' if args.quick else ''}, {machine['date']}: {machine['nproc']} CPU "
-          f"({machine['cpu']}), {machine['memory_mb']} MB RAM, Python {machine['python']}, {machine['platform']}")
+          f"({machine['cpu']}), {machine['memory_mb']} MB RAM, Python {machine['python']}, "
+          f"{machine['platform']}")
     print(format_table(rows))
     write_json(args.json, machine, results, {"quick": args.quick, "only": args.names})
     print(f"\nJSON: {args.json}")

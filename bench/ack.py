@@ -17,8 +17,9 @@ NAME = "ack"
 P99_BAR_MS = 150.0
 
 
-async def run(tmp: Path, *, quick: bool = False, profile: Path | None = None, watchdog: bool = False, in_flight: int | None = None,
-              rate: float | None = None, seconds: float | None = None) -> ScenarioResult:
+async def run(tmp: Path, *, quick: bool = False, profile: Path | None = None, watchdog: bool = False,
+              in_flight: int | None = None, rate: float | None = None, seconds: float | None = None
+              ) -> ScenarioResult:
     result = ScenarioResult(NAME)
     in_flight = in_flight or (50 if quick else 500)
     rate = rate or (25.0 if quick else 50.0)

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if db_times is not None:
         report["db_thread"] = sorted(
-            ({"fn": k, "calls": v[0], "cpu_s": round(v[1], 3), "wall_s": round(v[2], 3)} for k, v in db_times.items()),
+            ({"fn": k, "calls": v[0], "cpu_s": round(v[1], 3), "wall_s": round(v[2], 3)}
+             for k, v in db_times.items()),
             key=lambda d: -d["cpu_s"])[:25]
     Path(args.report).write_text(json.dumps(report), encoding="utf-8")
     return 0

@@ -274,7 +274,8 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_json(path: Path, machine: dict[str, Any], results: list[ScenarioResult], args: dict[str, Any]) -> None:
+def write_json(path: Path, machine: dict[str, Any], results: list[ScenarioResult],
+               args: dict[str, Any]) -> None:
     payload = {
         "machine": machine,
         "args": args,

@@ -170,8 +170,8 @@ async def run(tmp: Path, *, quick: bool = False, total: int | None = None, membe
     result.add("overspend (1 process / 4 processes)", f"{one['overspend_micro']} / {many['overspend_micro']}",
                "micro-USD", "0", one["overspend_micro"] == 0 and many["overspend_micro"] == 0
                and not one["errors"] and not many["errors"])
-    result.add("admitted = what the limits allow", f"{one['admitted']} / {many['admitted']} of {expected}", "",
-               f"{expected}", exact)
+    result.add("admitted = what the limits allow",
+               f"{one['admitted']} / {many['admitted']} of {expected}", "", f"{expected}", exact)
     result.add("reservations/s, one connection (the bot)", rate_one, "/s", f">= {RATE_BAR:,.0f}/s",
                rate_one >= RATE_BAR)
     result.add(f"reservations/s, {processes} processes", rate_many, "/s")

@@ -87,8 +87,9 @@ async def run(tmp: Path, *, quick: bool = False, jobs: int | None = None, speed:
             if problem:
                 problems[job.id] = problem
         results = world.result_messages()
+        channel_path = f"/channels/{world.seed.channel_id}/messages"
         writes = sorted(c.at for c in world.fake.calls
-                        if c.method in ("POST", "PATCH") and c.path.startswith(f"/channels/{world.seed.channel_id}/messages"))
+                        if c.method in ("POST", "PATCH") and c.path.startswith(channel_path))
         count_429 = world.fake.count_429
         progress_posted = sum(1 for j in jobs_ if j.progress_message_id)
     correct = n - len(problems)

@@ -3,9 +3,10 @@ against the simulator, with a terminal-like sink. In the same run a per-job base
 tasks the way Runware's public SDK does: one getResponse per HTTP request, every 3 s.
 
 Time is compressed: each generation takes between 30 and 60 s of simulated time (a uniform draw
-per task, so results become ready at any phase of a poll), and every interval of the bot and of the baseline is divided by the same speed. The
-baseline starts polling a task after the same first-poll delay as the bot, so the ratio counts only
-what batching saves. The simulator notes when each side was first answered with a finished task."""
+per task, so results become ready at any phase of a poll), and every interval of the bot and of the
+baseline is divided by the same speed. The baseline starts polling a task after the same first-poll
+delay as the bot, so the ratio counts only what batching saves. The simulator notes when each side
+was first answered with a finished task."""
 
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ import aiohttp
 from PIL import Image
 from pydantic import SecretStr
 
-from bench.common import BASELINE, BOT, SIM_KEY, BenchSimulator, ScenarioResult, config_data, make_config, percentile
+from bench.common import (
+    BASELINE,
+    BOT,
+    SIM_KEY,
+    BenchSimulator,
+    ScenarioResult,
+    config_data,
+    make_config,
+    percentile,
+)
 from bench.lag import LagMonitor
 from bot.db import open_database
 from bot.db.records import JobRecord
@@ -141,7 +151,8 @@ async def run(tmp: Path, *, quick: bool = False, jobs: int | None = None, speed:
                        progress={"min_edit_interval_s": 8.0 / speed})
     cfg = make_config(data)
     db = await open_database(cfg.storage.path)
-    client = RunwareClient(api_url=sim.url, api_key=SecretStr(SIM_KEY), poll_batch_size=cfg.runware.poll_batch_size,
+    client = RunwareClient(api_url=sim.url, api_key=SecretStr(SIM_KEY),
+                           poll_batch_size=cfg.runware.poll_batch_size,
                            max_retries=cfg.runware.max_retries, timeout_s=cfg.runware.request_timeout_s)
     sink = CollectSink(tmp / "downloads")
     sink.expected = n
@@ -184,9 +195,11 @@ async def run(tmp: Path, *, quick: bool = False, jobs: int | None = None, speed:
     ratio = base_polls / bot_polls if bot_polls else float("inf")
     late = _lateness(sim, uuids, BOT)
     late_base = _lateness(sim, uuids, BASELINE)
-    seen = [engine.poller.seen_ready[u] - sim.stats.tasks[u].ready_at for u in uuids if u in engine.poller.seen_ready]
+    poller_seen = engine.poller.seen_ready
+    seen = [poller_seen[u] - sim.stats.tasks[u].ready_at for u in uuids if u in poller_seen]
     over = sum(1 for x in late if x > interval)
-    result.add("jobs delivered", f"{len(sink.delivered)}/{n}", bar=f"{n}/{n}", passed=len(sink.delivered) == n)
+    delivered = len(sink.delivered)
+    result.add("jobs delivered", f"{delivered}/{n}", bar=f"{n}/{n}", passed=delivered == n)
     result.add("poll requests per job, bot", bot_polls / n)
     result.add("poll requests per job, baseline", base_polls / n)
     result.add("fewer poll requests than baseline", ratio, "x", f">= {RATIO_BAR:.0f}x", ratio >= RATIO_BAR)
@@ -200,7 +213,8 @@ async def run(tmp: Path, *, quick: bool = False, jobs: int | None = None, speed:
         "jobs": n, "speed": speed, "poll_interval_s": interval, "first_poll_after_s": first_after,
         "sdk_interval_s_unscaled": SDK_INTERVAL_S, "poll_batch_size": cfg.runware.poll_batch_size,
         "generation_s_simulated": list(GENERATION_S),
-        "poll_requests": {"bot": bot_polls, "baseline": base_polls, "baseline_counted_by_client": baseline_requests},
+        "poll_requests": {"bot": bot_polls, "baseline": base_polls,
+                          "baseline_counted_by_client": baseline_requests},
         "get_response_tasks": dict(sim.poll_tasks),
         "submits": sim.stats.submits, "upload_requests": sim.stats.upload_requests,
         "bot_http_requests": client.http_requests, "ratio": ratio,
@@ -223,5 +237,6 @@ def _lateness(sim: BenchSimulator, uuids: list[str], origin: str) -> list[float]
 def _stats(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50": round(percentile(values, 50), 4), "p99": round(percentile(values, 99), 4),
+    return {"n": len(values), "p50": round(percentile(values, 50), 4),
+            "p99": round(percentile(values, 99), 4),
             "max": round(max(values), 4), "min": round(min(values), 4)}

@@ -56,7 +56,8 @@ class LagMonitor:
         """Lag statistics in milliseconds, over the wakes between ``start`` and ``end`` (wall times)."""
         out = lag_stats(self.samples, start, end)
         if self._watchdog:
-            out["blocked_in"] = [{"samples_10ms": n, "stack": s} for s, n in self.blocked_stacks.most_common(12)]
+            out["blocked_in"] = [{"samples_10ms": n, "stack": s}
+                                 for s, n in self.blocked_stacks.most_common(12)]
         return out
 
 

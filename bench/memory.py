@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import BOT, ScenarioResult
+from bench.lag import lag_stats
 from bench.procworld import ProcWorld, send_at_rate
 
 NAME = "memory"
@@ -16,12 +18,16 @@ RSS_BAR_MB = 150.0
 HOLD_POLLS = 3  # poll intervals held with everything in flight
 
 
-async def run(tmp: Path, *, quick: bool = False, profile: Path | None = None, watchdog: bool = False, jobs: int | None = None
+async def run(tmp: Path, *, quick: bool = False, profile: Path | None = None, watchdog: bool = False,
+              jobs: int | None = None, runware: dict[str, Any] | None = None, hold_s: float | None = None
               ) -> ScenarioResult:
+    """By default the shipped intervals (first poll after 10 s, then every 3 s; edits 8 s apart);
+    ``runware`` overrides them (the smoke test)."""
     result = ScenarioResult(NAME)
     n = jobs or (100 if quick else 1000)
-    # The shipped defaults for polling and edits (first poll 10 s, then every 3 s; edits 8 s apart).
-    async with ProcWorld(tmp, channels=max(1, n // 10), members=max(1, n // 5), profile=profile, watchdog=watchdog) as world:
+    hold_s = HOLD_POLLS * 3.0 if hold_s is None else hold_s
+    async with ProcWorld(tmp, channels=min(n, max(10, n // 10)), members=max(1, n // 5), runware=runware,
+                         profile=profile, watchdog=watchdog) as world:
         await world.start_bot()
         idle_rss = world.note_peak_rss()
         sampler = asyncio.create_task(_sample(world))
@@ -32,9 +38,10 @@ async def run(tmp: Path, *, quick: bool = False, profile: Path | None = None, wa
             # Held until every job has been polled and HOLD_POLLS more intervals passed, with every
             # progress message posted.
             await world.fake.wait_for(lambda: len(world.sim.first_answer[BOT]) >= n, 120)
-            await asyncio.sleep(HOLD_POLLS * 3.0)
+            await asyncio.sleep(hold_s)
             await world.fake.wait_for(lambda: _progress_posted(world) >= n, 120)
-            held = time.time() - loaded
+            held_until = time.time()
+            held = held_until - loaded
             in_flight = world.sim.in_flight()
         finally:
             sampler.cancel()
@@ -45,10 +52,15 @@ async def run(tmp: Path, *, quick: bool = False, profile: Path | None = None, wa
     result.add(f"peak RSS of the bot, {in_flight} in flight", peak_mb, "MB", f"< {RSS_BAR_MB:.0f} MB",
                peak_mb < RSS_BAR_MB and in_flight >= n)
     result.add("RSS of the idle bot (after start)", (idle_rss or 0) * 1024 / 1e6, "MB")
+    lag = lag_stats(report.get("lag_samples", []), loaded, held_until)
+    result.add(f"bot event loop lag p99 / max, {in_flight} in flight",
+               f"{lag['p99_ms']} / {lag['max_ms']}", "ms")
     result.details = {
         "jobs": n, "in_flight": in_flight, "peak_rss_mb_proc": round(peak_mb, 1),
         "peak_rss_mb_getrusage": round(exit_mb, 1), "idle_rss_mb": round((idle_rss or 0) * 1024 / 1e6, 1),
-        "held_s": round(held, 1), "progress_messages": _progress_posted(world), "bot_lag": report.get("lag"),
+        "held_s": round(held, 1), "progress_messages": _progress_posted(world), "bot_lag_while_held": lag,
+        "bot_lag_whole_run": report.get("lag"), "bot_gc_pauses": report.get("gc_pauses"),
+        "bot_db_thread": report.get("db_thread"),
         "measure": "VmHWM of the bot's process (/proc/PID/status), sampled every 0.5 s and at the end; "
                    "getrusage(RUSAGE_SELF).ru_maxrss written by the process at exit; MB = 10^6 bytes",
     }

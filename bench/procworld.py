@@ -94,8 +94,8 @@ class ProcWorld:
         done, _ = await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
         if died in done:
             waiter.cancel()
-            raise RuntimeError(f"the bot's process exited ({self.proc.returncode}); see {self.tmp / 'bot.log'}:\n"
-                               + self.log_tail())
+            raise RuntimeError(f"the bot's process exited ({self.proc.returncode}); "
+                               f"see {self.tmp / 'bot.log'}:\n" + self.log_tail())
         died.cancel()
         waiter.result()
 
@@ -145,7 +145,8 @@ class ProcWorld:
         user = self.user_ids[i % len(self.user_ids)]
         channel = self.channel_ids[i % len(self.channel_ids)]
         return await self.fake.send_slash(
-            "video", {"prompt": prompt or f"bench video {i}: a red fox running through fresh snow", **options},
+            "video",
+            {"prompt": prompt or f"bench video {i}: a red fox running through fresh snow", **options},
             user_id=user, guild_id=GUILD_ID, channel_id=channel)
 
     def defer_latency(self, interaction_id: str) -> float | None:

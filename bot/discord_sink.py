@@ -83,6 +83,10 @@ class DiscordSink:
 
     # ---- JobSink: files ------------------------------------------------------------------------
 
+    def handles(self, job: JobRecord) -> bool:
+        """Jobs from Discord (they have a channel); `klingbot generate` shows its own (channel 0)."""
+        return job.channel_id != 0
+
     def download_cap(self, job: JobRecord) -> int:
         """The interaction's upload limit, else the guild's, else Discord's default for bots."""
         if job.upload_limit:

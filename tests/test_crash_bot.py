@@ -7,23 +7,29 @@ loopback through its config file."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from bot import failpoints
 from bot.db import open_database
 from bot.db import queries as q
-from bot.simulator.server import run_simulator
+from bot.simulator.server import Simulator, run_simulator
 from tests.crash_bot_runner import BotProcess
 from tests.discord_harness import eventually, image_bytes
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import FakeDiscord, Message, Seed
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 KEY = "crash-bot-key"
 PRICE_5S = 350_000
 START_TIMEOUT_S = 30.0  # generous for a loaded machine; normally ~1 s
+PARALLEL = 3  # scenarios at once (two bot processes each, one after the other)
 
 
 def write_config(tmp_path: Path, fake: FakeDiscord, api_url: str) -> Path:
@@ -77,14 +83,22 @@ async def wait_notified(path: Path, timeout: float = 30.0) -> None:
         await db.close()
 
 
-@pytest.mark.parametrize("failpoint", failpoints.NAMES)
-async def test_bot_killed_at_a_failpoint_then_restarted(tmp_path: Path, failpoint: str) -> None:
-    db_path = tmp_path / "klingbot.sqlite3"
-    log = tmp_path / "bot.log"
-    async with FakeDiscord() as fake, run_simulator(api_key=KEY, base_generation_s=0.3) as sim:
+@dataclass
+class Scenario:
+    killed_code: int
+    seed: Seed
+    messages: list[Message]
+    sim: Simulator
+    db: tuple
+
+
+async def run_scenario(base: Path, failpoint: str, slots: asyncio.Semaphore) -> Scenario:
+    """/video to a bot that dies at ``failpoint``; a new bot; what the member saw and the database."""
+    db_path, log = base / "klingbot.sqlite3", base / "bot.log"
+    env = {"RUNWARE_API_KEY": KEY}
+    async with slots, FakeDiscord() as fake, run_simulator(api_key=KEY, base_generation_s=0.05) as sim:
         seed = fake.seed_default()
-        config = write_config(tmp_path, fake, sim.url)
-        env = {"RUNWARE_API_KEY": KEY}
+        config = write_config(base, fake, sim.url)
         first = await BotProcess.start(config, fake, env=env, failpoint=failpoint, log=log)
         try:
             frame = fake.host_attachment("first.png", image_bytes(640, 360), "image/png")
@@ -93,18 +107,36 @@ async def test_bot_killed_at_a_failpoint_then_restarted(tmp_path: Path, failpoin
             code = await first.killed()
         finally:
             await first.terminate()
-        assert code == -signal.SIGKILL, f"the bot was not killed at {failpoint} (exit {code})"
+
+        def mentioning() -> list[Message]:
+            return [m for m in fake.messages(seed.channel_id) if m.content.startswith(f"<@{seed.user_id}>")]
 
         second = await BotProcess.start(config, fake, env=env, log=log)
         try:
-            mentioning = lambda: [m for m in fake.messages(seed.channel_id)  # noqa: E731
-                                  if m.content.startswith(f"<@{seed.user_id}>")]
             await fake.wait_for(mentioning, START_TIMEOUT_S)
             await wait_notified(db_path)
         finally:
             assert await second.terminate() == 0, log.read_text()[-3000:]
-        jobs, ledger, results = await read_db(db_path)
-        messages = mentioning()
+        return Scenario(code, seed, mentioning(), sim, await read_db(db_path))
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario | Exception]:
+    """Every failpoint scenario, run side by side once; each test below checks one of them."""
+    slots = asyncio.Semaphore(PARALLEL)
+    runs = await asyncio.gather(*(run_scenario(tmp_path_factory.mktemp(name), name, slots)
+                                  for name in failpoints.NAMES), return_exceptions=True)
+    return dict(zip(failpoints.NAMES, runs, strict=True))
+
+
+@pytest.mark.parametrize("failpoint", failpoints.NAMES)
+async def test_bot_killed_at_a_failpoint_then_restarted(scenarios, failpoint: str) -> None:
+    run = scenarios[failpoint]
+    if isinstance(run, BaseException):
+        raise run
+    assert run.killed_code == -signal.SIGKILL, f"not killed at {failpoint} (exit {run.killed_code})"
+    seed, messages, sim = run.seed, run.messages, run.sim
+    jobs, ledger, results = run.db
 
     [job] = jobs
     # Exactly one final message, pinging the member and no one else (the prompt's mentions are inert).

@@ -1,7 +1,8 @@
 """`klingbot generate` as a real subprocess (SPEC 2.1, 3.1, 3.3): killed with SIGKILL at every
 failpoint and run again, every job finishes once, is billed once, and the ledger balances; against a
-`klingbot simulator` process, the --json line carries the simulator's cost; and 20 jobs with provider
-failures mixed in settle to exactly what the simulator billed."""
+`klingbot simulator` process, the --json line carries the simulator's cost; 20 jobs with provider
+failures mixed in settle to exactly what the simulator billed; and a generate run beside a running
+bot on the same database delivers each job only where it came from."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
 from bot.services.quotas import Member
 from bot.simulator.server import Simulator, run_simulator
+from tests.discord_harness import SIM_KEY, started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,8 +43,9 @@ CHILD_TIMEOUT_S = 40.0
 JSON_KEYS = {"job_id", "status", "task_uuid", "model", "videos", "seeds", "cost_usd", "error"}
 
 
-def write_config(tmp_path: Path, api_url: str) -> Path:
+def write_config(tmp_path: Path, api_url: str, db_path: Path | None = None) -> Path:
     path = tmp_path / "config.toml"
+    db_path = db_path or tmp_path / "klingbot.sqlite3"
     path.write_text(f"""
 [runware]
 api_url = "{api_url}"
@@ -53,7 +56,7 @@ request_timeout_s = 10.0
 max_retries = 2
 
 [storage]
-path = "{(tmp_path / 'klingbot.sqlite3').as_posix()}"
+path = "{db_path.as_posix()}"
 
 [limits]
 daily_videos = "unlimited"
@@ -73,10 +76,10 @@ def frame_file(tmp_path: Path) -> Path:
     return path
 
 
-def child_env(failpoint: str | None) -> dict[str, str]:
+def child_env(failpoint: str | None, key: str = KEY) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("KLINGBOT_FAILPOINT", "KLINGBOT_CONFIG", "DISCORD_TOKEN", "RUNWARE_WEBHOOK_SECRET")}
-    env["RUNWARE_API_KEY"] = KEY
+    env["RUNWARE_API_KEY"] = key
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if failpoint:
         env["KLINGBOT_FAILPOINT"] = failpoint
@@ -84,12 +87,13 @@ def child_env(failpoint: str | None) -> dict[str, str]:
 
 
 async def generate(config: Path, out: Path, *extra: str, prompt: str = "a lighthouse in a storm",
-                   failpoint: str | None = None) -> tuple[int, list[dict], str]:
+                   failpoint: str | None = None, key: str = KEY) -> tuple[int, list[dict], str]:
     """Run `python -m bot generate ... --json`; returns (exit code, JSON lines of stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "generate", prompt, "--config", str(config), "--json",
         "--out", str(out), *extra,
-        cwd=ROOT, env=child_env(failpoint), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT, env=child_env(failpoint, key),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), CHILD_TIMEOUT_S)
@@ -310,3 +314,32 @@ async def test_twenty_jobs_with_failures_settle_to_what_the_simulator_billed(tmp
     assert partial and all(
         next(r.amount_micro for r in ledger if r.job_id == j.id and r.kind == "settle") < j.estimate_micro
         for j in partial)
+
+
+# ---- the terminal and a running bot on one database -----------------------------------------------------
+
+async def test_generate_beside_a_running_bot_keeps_each_jobs_delivery_apart(tmp_path: Path) -> None:
+    """Both engines submit and poll every job, but each job is shown only where it came from."""
+    async with started_world(tmp_path / "bot") as w:
+        assert w.cfg is not None
+        w.sim.base_generation_s = 0.05  # the harness's videos otherwise wait for finish_all()
+        config = write_config(tmp_path, w.sim.url, db_path=Path(w.cfg.storage.path))
+        iid = await w.video({"prompt": "a member's video"})
+        await w.reply(iid, "Queued as job #1")
+        await w.wait_submitted(1)
+        run = asyncio.create_task(generate(config, tmp_path / "videos", prompt="the operator's video",
+                                           key=SIM_KEY))
+        await w.wait_submitted(2)
+        w.sim.finish_all()
+        code, lines, err = await run
+        await w.wait_notified(1)
+        assert code == 0, err
+        assert [(line["job_id"], line["status"]) for line in lines] == [(2, "delivered")]
+        # The member's video went to Discord only; the operator's only to --out.
+        [posted] = w.result_messages()
+        assert posted.content.startswith(f"<@{w.seed.user_id}>") and posted.attachments
+        assert [p.name.split("-")[0] for p in (tmp_path / "videos").iterdir()] == ["job2"]
+        assert not any(c.path.startswith("/channels/0/") for c in w.fake.calls)
+        jobs, ledger, _ = await read_db(Path(w.cfg.storage.path))
+        assert_each_job_settled_once(jobs, ledger)
+        assert w.sim.stats.billed_micro == sum(r.amount_micro for r in ledger if r.kind == "settle")

@@ -148,15 +148,20 @@ async def test_a_401_mid_run_pauses_alerts_and_recovers(world: BotWorld) -> None
                               (2, "reserve", PRICE_5S), (2, "settle", PRICE_5S)]
 
 
-async def test_a_402_keeps_the_job_queued_until_the_balance_is_back(world: BotWorld) -> None:
+async def test_a_402_keeps_the_job_queued_until_the_balance_is_back(world: BotWorld,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     w = world
+    # A probe's key check passes even with no balance (only a submit says 402), so between a probe
+    # and the next refused submit new jobs would be taken: no probes until the balance is back.
+    monkeypatch.setattr(engine, "PAUSE_PROBE_S", 3600.0)
     w.sim.faults.balance_micro = 0
     await queued(w, "an empty wallet", 1)
     await w.fake.wait_for_message(OPS_CHANNEL, lambda m: "balance is exhausted" in m.content)
     assert (await w.job(1)).state == "queued" and w.sim.stats.submits == 0
     text = await w.reply(await w.video({"prompt": "another one"}))
     assert "paused" in text
-    w.sim.faults.balance_micro = None  # topped up: the waiting job goes through, once
+    w.sim.faults.balance_micro = None  # topped up: the next probe lets the waiting job through, once
+    monkeypatch.setattr(engine, "PAUSE_PROBE_S", 0.1)
     await w.wait_submitted(1)
     w.sim.finish_all()
     await w.wait_result(1)

@@ -40,11 +40,12 @@ def leaks(secret: str, text: str) -> list[str]:
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> str:
-    child_env = {k: v for k, v in os.environ.items()
-                 if k not in ("DISCORD_TOKEN", "RUNWARE_API_KEY", "RUNWARE_WEBHOOK_SECRET", "KLINGBOT_CONFIG")}
+    unset = ("DISCORD_TOKEN", "RUNWARE_API_KEY", "RUNWARE_WEBHOOK_SECRET", "KLINGBOT_CONFIG")
+    child_env = {k: v for k, v in os.environ.items() if k not in unset}
     child_env.update(env, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", *args, cwd=ROOT, env=child_env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=ROOT, env=child_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return f"[exit {proc.returncode}]\n{out.decode()}\n{err.decode()}"
 
@@ -115,7 +116,8 @@ async def test_secrets_appear_in_no_log_message_database_or_command_output(tmp_p
             sim.api_key = "rotated"  # the key stops working: an error, an alert, the member told
             iid = await fake.send_slash("video", {"prompt": "after the rotation"})
             await fake.wait_for_message(OPS_CHANNEL, lambda m: "rejected" in m.content, 30)
-            await fake.wait_for(lambda: [r for r in fake.interaction_responses(iid) if r.kind == "edit_original"])
+            await fake.wait_for(lambda: [r for r in fake.interaction_responses(iid)
+                                         if r.kind == "edit_original"])
             # doctor again, verbose, now that Runware refuses the key.
             outputs.append(await run_cli("-v", "doctor", "--config", str(config),
                                          env={**env, "RUNWARE_API_KEY": revoked_key,

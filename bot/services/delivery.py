@@ -13,7 +13,7 @@ from bot.db.records import JobRecord
 from bot.download import DownloadError, download_to_file
 from bot.services.clock import Clock
 from bot.services.jobs import JobStore
-from bot.services.progress import JobSink, Outcome, ResultFile
+from bot.services.progress import JobSink, Outcome, ResultFile, sink_handles
 
 log = logging.getLogger("bot.delivery")
 
@@ -34,6 +34,8 @@ class Deliverer:
         delivered = 0
         now = self.clock.now()
         for job in await self.store.pending_notices(limit):
+            if not sink_handles(self.sink, job):
+                continue  # another process's job (the terminal's, or the bot's)
             attempts, not_before = self._failures.get(job.id, (0, 0.0))
             if now < not_before:
                 continue

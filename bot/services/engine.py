@@ -28,7 +28,7 @@ from bot.services.clock import Clock, SystemClock
 from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
 from bot.services.poller import Poller
-from bot.services.progress import JobSink, ProgressUpdate
+from bot.services.progress import JobSink, ProgressUpdate, sink_handles
 from bot.services.quotas import Member, Quotas
 from bot.services.webhooks import WebhookReceiver, webhook_settings
 
@@ -365,7 +365,8 @@ class Engine:
         for stale in [jid for jid in self._last_report if jid not in live]:
             del self._last_report[stale]
         wanted = [job_id for job_id, phase in states
-                  if (last := self._last_report.get(job_id)) is None or last[0] != phase or now - last[1] >= interval]
+                  if (last := self._last_report.get(job_id)) is None or last[0] != phase
+                  or now - last[1] >= interval]
         if not wanted:
             return
         jobs = await self.store.get_many(wanted)
@@ -376,6 +377,9 @@ class Engine:
             phase = job.state
             if phase not in ("queued", "submitted", "processing"):
                 continue  # finished since the scan
+            if not sink_handles(self.sink, job):
+                self._last_report[job.id] = (phase, now)  # another process's job: its own sink shows it
+                continue
             position = positions.get(job.id) if phase == "queued" else None
             started = job.submitted_at if phase != "queued" and job.submitted_at else job.created_at
             update = ProgressUpdate(

@@ -55,6 +55,14 @@ class DeliveryFailed(Exception):
     """The sink could not deliver now; the engine tries again on a later tick."""
 
 
+def sink_handles(sink: object, job: JobRecord) -> bool:
+    """Whether ``sink`` posts this job's progress and final message. The terminal and a running bot
+    may share one database: each engine submits and polls any job, but only the sink a job came from
+    shows it (a sink without ``handles(job)`` takes every job)."""
+    handles = getattr(sink, "handles", None)
+    return True if handles is None else bool(handles(job))
+
+
 class JobSink(Protocol):
     def download_cap(self, job: JobRecord) -> int:
         """Largest file (bytes) the sink can hand over for this job; larger results are linked."""
