@@ -19,6 +19,7 @@ log = logging.getLogger("bot.delivery")
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 300.0
+PENDING_SCAN = 5000  # final jobs read per tick when looking for this sink's undelivered ones
 
 
 class Deliverer:
@@ -33,12 +34,15 @@ class Deliverer:
     async def tick(self, limit: int = 50) -> int:
         delivered = 0
         now = self.clock.now()
-        for job in await self.store.pending_notices(limit):
-            if not sink_handles(self.sink, job):
-                continue  # another process's job (the terminal's, or the bot's)
-            attempts, not_before = self._failures.get(job.id, (0, 0.0))
-            if now < not_before:
-                continue
+        # Another process's jobs (the terminal's, or the bot's) and ones backing off are skipped
+        # before the limit is applied, so they can never hold up this sink's own.
+        pending = [
+            job
+            for job in await self.store.pending_notices(PENDING_SCAN)
+            if sink_handles(self.sink, job) and now >= self._failures.get(job.id, (0, 0.0))[1]
+        ]
+        for job in pending[:limit]:
+            attempts = self._failures.get(job.id, (0, 0.0))[0]
             try:
                 await self.deliver(job)
             except Exception:
