@@ -22,7 +22,9 @@ def read_frame(path: str | None, field: str) -> CheckedImage | None:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise InvalidInput(field, path, "a readable PNG, JPEG or WEBP file", f"cannot be read ({exc.strerror})")
+        raise InvalidInput(
+            field, path, "a readable PNG, JPEG or WEBP file", f"cannot be read ({exc.strerror})"
+        ) from None
     return check_image(data, field=field)
 
 
