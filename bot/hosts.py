@@ -13,7 +13,7 @@ class DisallowedURL(UserFacingError):
     pass
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -43,6 +43,6 @@ def check_url(url: str, patterns: list[str] | tuple[str, ...], *, what: str = "U
         raise DisallowedURL(f"{what} {url!r} has no host")
     if not host_matches(host, patterns):
         raise DisallowedURL(f"{what} host {host!r} is not allowed; allowed hosts: {', '.join(patterns)}")
-    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host)):
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(host)):
         return
     raise DisallowedURL(f"{what} must use https (plain http only on loopback), got {parts.scheme!r}")

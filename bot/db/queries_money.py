@@ -6,10 +6,8 @@ once released. Refunds give back to the member's and the guild's totals, not to 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from bot.db.connection import Conn, query
-from bot.db.records import JobMoney, LedgerRecord, SpendNumbers, UsageRow
+from bot.db.records import JobMoney, LedgerRecord, SpendNumbers
 
 # Counted spend is SUM(effect_micro) (see the ledger table in 001-initial.sql); the member's open
 # reserves are what was reserved minus what settles and releases have taken back.
@@ -139,32 +137,3 @@ def ledger_rows(
 
 
 _USAGE_KEYS = {"user": "CAST(j.user_id AS TEXT)", "model": "j.model_key", "day": "j.day"}
-
-
-@query
-def usage_report(
-    c: Conn,
-    *,
-    guild_id: int | None,
-    since_day: str | None,
-    by: Literal["user", "model", "day"],
-) -> list[UsageRow]:
-    """Jobs created on or after ``since_day`` (None = all time), grouped; ``guild_id`` None = all."""
-    key = _USAGE_KEYS[by]  # a fixed expression chosen from the whitelist, never user text
-    rows = c.fetchall(
-        f"""SELECT {key} AS key, COUNT(*) AS jobs,
-                SUM(CASE WHEN rel.id IS NULL THEN j.variations ELSE 0 END) AS videos,
-                SUM(COALESCE(s.amount_micro, 0)) AS spent_micro,
-                SUM(CASE WHEN s.id IS NULL AND rel.id IS NULL THEN COALESCE(r.amount_micro, 0) ELSE 0 END)
-                    AS pending_micro,
-                SUM(COALESCE(rf.amount_micro, 0)) AS refunded_micro
-            FROM jobs j
-            LEFT JOIN ledger r ON r.job_id = j.id AND r.kind = 'reserve'
-            LEFT JOIN ledger s ON s.job_id = j.id AND s.kind = 'settle'
-            LEFT JOIN ledger rel ON rel.job_id = j.id AND rel.kind = 'release'
-            LEFT JOIN ledger rf ON rf.job_id = j.id AND rf.kind = 'refund'
-            WHERE (:g IS NULL OR j.guild_id = :g) AND (:since IS NULL OR j.day >= :since)
-            GROUP BY key ORDER BY {"key" if by == "day" else "spent_micro DESC, key"}""",
-        {"g": guild_id, "since": since_day},
-    )
-    return [UsageRow.from_row(r) for r in rows]

@@ -228,21 +228,6 @@ class SpendNumbers:
         return cls(**{name: int(row[name] or 0) for name in _columns(cls)})
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """One line of a usage report, grouped by user, model or day."""
-
-    key: str
-    jobs: int
-    videos: int
-    spent_micro: int  # settled costs (refunds not subtracted)
-    pending_micro: int  # reserves still open
-    refunded_micro: int
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> UsageRow:
-        return cls(str(row["key"]), *(int(row[n] or 0) for n in _columns(cls)[1:]))
-
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from pydantic import SecretStr
 
 from bot.config import Config
 from bot.errors import UserFacingError
+from bot.hosts import is_loopback
 from bot.runware.models import (
     TaskStatus,
     item_has_video,
@@ -62,14 +62,6 @@ class WebhookSettings:
         return SecretStr(f"{self.public_url}{joiner}{TOKEN_PARAM}={token}")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 def webhook_settings(cfg: Config) -> WebhookSettings | None:
     """None when webhooks are off. Raises UserFacingError (at start-up) when they are on but set up
@@ -89,7 +81,7 @@ def webhook_settings(cfg: Config) -> WebhookSettings | None:
         raise UserFacingError(
             f"runware.webhook_public_url must be an http(s) URL without a fragment, got {public_url!r}."
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         log.warning("runware.webhook_public_url is plain http: the webhook token travels unencrypted")
     host, _, port = cfg.runware.webhook_listen.rpartition(":")  # validated as HOST:PORT by the config
     return WebhookSettings(
