@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         asyncio.run(run())
     report: dict[str, Any] = {
+        # VmHWM is this process's own peak. ru_maxrss is not: Linux carries the maxrss of the forked
+        # parent (the bench, at spawn) across exec.
+        "vmhwm_kb": _vmhwm_kb(),
         "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "lag": monitor.summary(),
         "lag_samples": [[round(at, 3), round(late, 5)] for at, late in monitor.samples],
@@ -86,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             key=lambda d: -d["cpu_s"])[:25]
     Path(args.report).write_text(json.dumps(report), encoding="utf-8")
     return 0
+
+
+def _vmhwm_kb() -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
 
 
 def _watch_gc() -> dict[str, list[float]]:

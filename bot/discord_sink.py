@@ -30,6 +30,7 @@ from bot.services.progress import DeliveryFailed, Outcome, ProgressUpdate
 if TYPE_CHECKING:
     from bot.app import KlingBot
 
+PRUNE_EVERY_S = 3600.0  # how often old downloaded videos are removed
 log = logging.getLogger("bot.discord_sink")
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
@@ -80,6 +81,7 @@ class DiscordSink:
         self._clock = clock
         self._tracks: dict[int, _Track] = {}
         self.components_for: ComponentsFor | None = None
+        self._pruned_at = -PRUNE_EVERY_S
 
     # ---- JobSink: files ------------------------------------------------------------------------
 
@@ -96,8 +98,36 @@ class DiscordSink:
             return int(guild.filesize_limit)
         return DEFAULT_UPLOAD_LIMIT
 
-    def download_dir(self, job: JobRecord) -> Path:
+    @property
+    def downloads(self) -> Path:
+        """One folder beside the database for every job's downloaded videos."""
         return Path(self.cfg.storage.path).resolve().parent / "downloads"
+
+    def download_dir(self, job: JobRecord) -> Path:
+        return self.downloads
+
+    async def prune_downloads(self, now: float | None = None) -> int:
+        """Delete downloaded videos older than Runware's ttl (then /job reports the link expired
+        rather than attaching a stale copy), at most once an hour. Returns how many were removed."""
+        now = time.time() if now is None else now
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return 0
+        self._pruned_at = now
+        folder = self.downloads
+        cutoff = now - self.cfg.runware.output_ttl_s
+
+        def prune() -> int:
+            removed = 0
+            for path in folder.glob("job*") if folder.is_dir() else ():
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    continue
+            return removed
+
+        return await asyncio.to_thread(prune)
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -228,6 +258,7 @@ class DiscordSink:
     # ---- JobSink: delivery -----------------------------------------------------------------------
 
     async def deliver(self, outcome: Outcome) -> int | None:
+        await self.prune_downloads()
         job = outcome.job
         track = self._track(job)
         track.finished = True  # queued progress renders for this job are dropped from now on
