@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--json PATH] [--only NAME[,NAME]] [--profile] [--keep]
+"""python -m bench [--quick] [--json PATH] [--only NAME[,NAME]] [--watchdog] [--profile] [--keep]
 
 Runs the scenarios of SPEC 6 one after another, each in a fresh temporary directory, prints the
 machine and a table (scenario, measure, value, bar, result) and writes the JSON. Exit status 0 when
@@ -35,12 +35,12 @@ SCENARIOS: dict[str, Runner] = {
 PROFILED = {ack.NAME, memory.NAME}  # the scenarios whose bot process can run under cProfile
 
 
-async def run_one(name: str, tmp: Path, *, quick: bool, profile_dir: Path | None, watchdog: bool = False
+async def run_one(name: str, tmp: Path, *, quick: bool, profile: bool = False, watchdog: bool = False
                   ) -> ScenarioResult:
     kwargs: dict[str, Any] = {"quick": quick}
     if name in PROFILED:
-        if profile_dir is not None:
-            kwargs["profile"] = profile_dir / f"profile-{name}.txt"
+        if profile:
+            kwargs["profile"] = tmp / f"profile-{name}.txt"
         kwargs["watchdog"] = watchdog
     started = time.monotonic()
     try:
@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help=f"run only these scenarios (repeat or comma-separate): {', '.join(SCENARIOS)}")
     parser.add_argument("--profile", action="store_true",
-                        help="run the bot's process under cProfile in ack and memory (bench/profile-*.txt)")
+                        help="run the bot's process under cProfile in ack and memory (kept in the "
+                             "scenario's temporary directory)")
     parser.add_argument("--watchdog", action="store_true",
                         help="in ack and memory, sample the bot's stack whenever its event loop stalls")
     parser.add_argument("--keep", action="store_true",
@@ -77,16 +78,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def main_async(args: argparse.Namespace) -> list[ScenarioResult]:
     results = []
-    profile_dir = Path(__file__).resolve().parent if args.profile else None
     for name in args.names:
         tmp = Path(tempfile.mkdtemp(prefix=f"klingbot-bench-{name}-"))
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        result = await run_one(name, tmp, quick=args.quick, profile_dir=profile_dir, watchdog=args.watchdog)
+        result = await run_one(name, tmp, quick=args.quick, profile=args.profile, watchdog=args.watchdog)
         verdict = "error" if result.error else ("pass" if result.passed else "FAIL")
         error = f" ({result.error})" if result.error else ""
         print(f"  {name}: {verdict} in {result.seconds:.1f} s{error}",
               file=sys.stderr, flush=True)
-        if args.keep or result.error:
+        if args.keep or result.error or (args.profile and name in PROFILED):
             result.details["tmp"] = str(tmp)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
