@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bot.config import Config, RunwareConfig, load_config, micro_to_usd
+from bot.config import Config, load_config, micro_to_usd
 from bot.db import Database, open_database
 from bot.db.records import ALL_STATES, JobMoney, JobRecord
 from bot.errors import InvalidInput, UserFacingError
 from bot.services.clock import Clock, describe_reset
+from bot.services.engine import HEARTBEAT_S
 from bot.services.jobs import JobStore
 from bot.services.moderation import (
     Change,
@@ -37,7 +38,7 @@ from bot.services.quotas import Member, Quotas
 from bot.services.usage import MONEY_COLUMNS, Usage, UsageLine, UsageReport
 
 HEALTH_MIN_AGE_S = 30.0
-HEALTH_TICKS = 10
+HEALTH_BEATS = 6  # missed heartbeats before the bot counts as unhealthy
 
 
 # ---- shared helpers ----------------------------------------------------------------------------
@@ -113,13 +114,10 @@ def local_time(ts: float | None, cfg: Config) -> str:
 # ---- health ------------------------------------------------------------------------------------
 
 
-def health_max_age(runware: RunwareConfig) -> float:
-    """How old the heartbeat may be. The engine writes it at the start of every tick (every
-    min(poll_interval_s / 2, 0.5) s when idle), but one tick can wait through a slow Runware
-    request and its retries, so that wait is allowed too: a bot waiting on Runware is alive."""
-    tick = max(0.01, min(runware.poll_interval_s / 2, 0.5))
-    slow_request = runware.request_timeout_s * (runware.max_retries + 1)
-    return max(HEALTH_MIN_AGE_S, HEALTH_TICKS * tick, slow_request)
+def health_max_age() -> float:
+    """How old the heartbeat may be: the engine writes it every HEARTBEAT_S from a task of its own,
+    so a tick waiting on a slow Runware request does not make a live bot look dead."""
+    return max(HEALTH_MIN_AGE_S, HEALTH_BEATS * HEARTBEAT_S)
 
 
 async def _heartbeat_age(cfg: Config) -> float | None:
@@ -133,7 +131,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     if not path.is_file():  # never create one: a healthcheck must not invent a database
         print(f"unhealthy: no database at {path}")
         return 1
-    max_age = args.max_age if getattr(args, "max_age", None) is not None else health_max_age(cfg.runware)
+    max_age = args.max_age if getattr(args, "max_age", None) is not None else health_max_age()
     if max_age <= 0:
         raise InvalidInput("--max-age", max_age, "a number of seconds above 0")
     try:

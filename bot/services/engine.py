@@ -28,8 +28,9 @@ from bot.services.clock import Clock, SystemClock
 from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
 from bot.services.poller import Poller
-from bot.services.progress import JobSink, ProgressUpdate, sink_handles
+from bot.services.progress import JobSink
 from bot.services.quotas import Member, Quotas
+from bot.services.reporter import ProgressReporter
 from bot.services.webhooks import WebhookReceiver, webhook_settings
 
 log = logging.getLogger("bot.engine")
@@ -37,7 +38,7 @@ log = logging.getLogger("bot.engine")
 PAUSE_PROBE_S = 60.0       # while Runware refuses the key or balance, check the key this often
 ALERT_EVERY_S = 3600.0     # repeat the operator alert at most this often
 SUBMIT_CONCURRENCY = 8
-STATS_REFRESH_S = 60.0
+HEARTBEAT_S = 5.0          # `klingbot health` reads it; written by its own task so a slow tick cannot stall it
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Engine:
         )
         self.poller = Poller(cfg, self.store, client, self.clock, self._runware_refused)
         self.deliverer = Deliverer(cfg, self.store, sink, self.http, self.clock)
+        self.reporter = ProgressReporter(cfg, db, self.store, sink, self.clock)
         self.webhooks = WebhookReceiver(hooks, self.apply_webhook) if hooks else None
         self._webhook_url = hooks.signed_url() if hooks else None  # a SecretStr: it carries the token
         self._wake = asyncio.Event()
@@ -80,12 +82,10 @@ class Engine:
         self._uploading: set[str] = set()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._trouble: str | None = None           # shown on progress messages while Runware misbehaves
         self._last_probe = 0.0
         self._alerted_at = -ALERT_EVERY_S
-        self._last_report: dict[int, tuple[str, float]] = {}
-        self._medians: dict[tuple[str, int], float | None] = {}
-        self._medians_at = -STATS_REFRESH_S
         self.tick_interval_s = beat_step(cfg.runware.poll_interval_s)
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -95,13 +95,19 @@ class Engine:
         if self.webhooks is not None:
             await self.webhooks.start()
         await self.store.make_in_flight_due(self.clock.now())
+        await self.store.heartbeat()
         self._task = asyncio.create_task(self._run(), name="klingbot-engine")
+        self._heartbeat_task = asyncio.create_task(self._beat(), name="klingbot-heartbeat")
 
     async def stop(self) -> None:
         self._stopping = True
         if self.webhooks is not None:
             await self.webhooks.stop()
         self._wake.set()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+            self._heartbeat_task = None
         if self._task is not None:
             await self._task
             self._task = None
@@ -130,8 +136,15 @@ class Engine:
                 pass
             self._wake.clear()
 
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self.store.heartbeat()
+            except Exception:
+                log.exception("could not write the heartbeat")
+
     async def tick(self, beat: float | None = None) -> None:
-        await self.store.heartbeat()
         await self._submit_queued()
         report = await self.poller.tick(now=beat)
         if report.failed_request is not None and not isinstance(report.failed_request, (AuthError, BalanceError)):
@@ -139,7 +152,7 @@ class Engine:
         elif report.polled:
             self._trouble = None
         await self.deliverer.tick()
-        await self._report_progress()
+        await self.reporter.report(self._trouble)
 
     # ---- creating jobs -----------------------------------------------------------------------
 
@@ -340,64 +353,6 @@ class Engine:
         await self.poller.apply_pushed(job, status, self.clock.now())
         self.wake()
         return True
-
-    # ---- progress --------------------------------------------------------------------------------
-
-    async def _estimate(self, job: JobRecord) -> float | None:
-        now = self.clock.now()
-        if now - self._medians_at > STATS_REFRESH_S:
-            self._medians.clear()
-            self._medians_at = now
-        key = (job.model_key, job.duration_s)
-        if key not in self._medians:
-            self._medians[key] = await self.store.median_duration(*key)
-        return self._medians[key]
-
-    async def _report_progress(self) -> None:
-        now = self.clock.now()
-        interval = self.cfg.progress.min_edit_interval_s
-        # A cheap (id, state) scan picks the jobs whose phase changed or whose interval passed; only
-        # those are read in full and rendered (with 1,000 in flight, reading them all every tick kept
-        # the database thread, and through the GIL the event loop, busy). A message not posted yet
-        # is the sink's to post: it keeps the newest render.
-        states = await self.store.active_states()
-        live = {job_id for job_id, _ in states}
-        for stale in [jid for jid in self._last_report if jid not in live]:
-            del self._last_report[stale]
-        wanted = [job_id for job_id, phase in states
-                  if (last := self._last_report.get(job_id)) is None or last[0] != phase
-                  or now - last[1] >= interval]
-        if not wanted:
-            return
-        jobs = await self.store.get_many(wanted)
-        positions = await queue.queue_positions(self.db) if any(j.state == "queued" for j in jobs) else {}
-        for count, job in enumerate(jobs, start=1):
-            if count % 25 == 0:
-                await asyncio.sleep(0)  # rendering hundreds of embeds must not hold the loop
-            phase = job.state
-            if phase not in ("queued", "submitted", "processing"):
-                continue  # finished since the scan
-            if not sink_handles(self.sink, job):
-                self._last_report[job.id] = (phase, now)  # another process's job: its own sink shows it
-                continue
-            position = positions.get(job.id) if phase == "queued" else None
-            started = job.submitted_at if phase != "queued" and job.submitted_at else job.created_at
-            update = ProgressUpdate(
-                job=job,
-                phase=phase,  # type: ignore[arg-type]
-                elapsed_s=max(0.0, now - started),
-                queue_position=position,
-                estimate_s=await self._estimate(job),
-                note=self._trouble,
-            )
-            self._last_report[job.id] = (phase, now)
-            try:
-                new_id = await self.sink.progress(update)
-            except Exception:
-                log.exception("job %s: progress update failed", job.id)
-                continue
-            if new_id and new_id != job.progress_message_id:
-                await self.store.set_progress_message(job.id, new_id)
 
 
 def beat_step(poll_interval_s: float) -> float:

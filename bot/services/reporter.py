@@ -1,0 +1,87 @@
+"""Progress for every active job, rendered by the sink: each tick picks the jobs whose phase
+changed or whose edit interval passed, and hands the sink one ProgressUpdate each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bot.config import Config
+from bot.db.connection import Database
+from bot.db.records import JobRecord
+from bot.services import queue
+from bot.services.clock import Clock
+from bot.services.jobs import JobStore
+from bot.services.progress import JobSink, ProgressUpdate, sink_handles
+
+log = logging.getLogger("bot.reporter")
+
+STATS_REFRESH_S = 60.0  # how long a median duration (the progress estimate) is reused
+YIELD_EVERY = 25        # renders between two yields to the event loop
+
+
+class ProgressReporter:
+    def __init__(self, cfg: Config, db: Database, store: JobStore, sink: JobSink, clock: Clock) -> None:
+        self.cfg = cfg
+        self.db = db
+        self.store = store
+        self.sink = sink
+        self.clock = clock
+        self._last_report: dict[int, tuple[str, float]] = {}  # job id -> (phase, when); memory only
+        self._medians: dict[tuple[str, int], float | None] = {}
+        self._medians_at = -STATS_REFRESH_S
+
+    async def _estimate(self, job: JobRecord) -> float | None:
+        now = self.clock.now()
+        if now - self._medians_at > STATS_REFRESH_S:
+            self._medians.clear()
+            self._medians_at = now
+        key = (job.model_key, job.duration_s)
+        if key not in self._medians:
+            self._medians[key] = await self.store.median_duration(*key)
+        return self._medians[key]
+
+    async def report(self, note: str | None) -> None:
+        """``note`` is shown on every message (e.g. "Runware is not answering, retrying")."""
+        now = self.clock.now()
+        interval = self.cfg.progress.min_edit_interval_s
+        # A cheap (id, state) scan picks the jobs whose phase changed or whose interval passed; only
+        # those are read in full and rendered (with 1,000 in flight, reading them all every tick kept
+        # the database thread, and through the GIL the event loop, busy). A message not posted yet
+        # is the sink's to post: it keeps the newest render.
+        states = await self.store.active_states()
+        live = {job_id for job_id, _ in states}
+        for stale in [jid for jid in self._last_report if jid not in live]:
+            del self._last_report[stale]
+        wanted = [job_id for job_id, phase in states
+                  if (last := self._last_report.get(job_id)) is None or last[0] != phase
+                  or now - last[1] >= interval]
+        if not wanted:
+            return
+        jobs = await self.store.get_many(wanted)
+        positions = await queue.queue_positions(self.db) if any(j.state == "queued" for j in jobs) else {}
+        for count, job in enumerate(jobs, start=1):
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # rendering hundreds of embeds must not hold the loop
+            phase = job.state
+            if phase not in ("queued", "submitted", "processing"):
+                continue  # finished since the scan
+            self._last_report[job.id] = (phase, now)
+            if not sink_handles(self.sink, job):
+                continue  # another process's job: its own sink shows it
+            started = job.submitted_at if phase != "queued" and job.submitted_at else job.created_at
+            update = ProgressUpdate(
+                job=job,
+                phase=phase,  # type: ignore[arg-type]
+                elapsed_s=max(0.0, now - started),
+                queue_position=positions.get(job.id) if phase == "queued" else None,
+                estimate_s=await self._estimate(job),
+                note=note,
+            )
+            try:
+                new_id = await self.sink.progress(update)
+            except Exception:
+                log.exception("job %s: progress update failed", job.id)
+                continue
+            if new_id and new_id != job.progress_message_id:
+                await self.store.set_progress_message(job.id, new_id)
