@@ -250,3 +250,8 @@ async def world(tmp_path: Path) -> AsyncIterator[BotWorld]:
     """A started world and bot with the test defaults."""
     async with started_world(tmp_path) as w:
         yield w
+
+
+def callback(w: BotWorld, iid: str):
+    """The interaction's first response (the defer or the direct reply), or None."""
+    return next((r for r in w.fake.interaction_responses(iid) if r.kind == "callback"), None)

@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ from tests.discord_harness import BotWorld, launch, started_world
 
 VIDEO_OPTIONS = ["prompt", "model", "first_frame", "last_frame", "duration", "aspect", "negative_prompt",
                  "cfg_scale", "variations", "format", "quality"]
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[BotWorld]:
-    async with started_world(tmp_path) as w:
-        yield w
 
 
 async def test_video_command_is_registered_with_its_options_and_choices(world: BotWorld) -> None:

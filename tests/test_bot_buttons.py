@@ -3,30 +3,17 @@ simulator (tests/discord_harness.py). What is asserted is what members and Runwa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from bot.cogs.buttons import JobButton, components_for
-from tests.discord_harness import BotWorld, image_bytes, started_world
+from tests.discord_harness import BotWorld, callback, image_bytes, started_world
 from tests.fakes.discord_state import EVERYONE_PERMISSIONS, MANAGE_GUILD
 from tests.test_views import job as view_job
 
 EPHEMERAL = 64
 OTHER_USER = 1_100_000_000_000_000_777  # a member with no special permission
 MODERATOR = 1_100_000_000_000_000_888  # gets Manage Server in the interaction
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[BotWorld]:
-    async with started_world(tmp_path) as w:
-        yield w
-
-
-def callback(w: BotWorld, iid: str):
-    return next((r for r in w.fake.interaction_responses(iid) if r.kind == "callback"), None)
 
 
 async def answer(w: BotWorld, iid: str, contains: str = "") -> str:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC
 from pathlib import Path
 
-import pytest
-
 from bot.config import micro_to_usd
 from bot.services.clock import Clock, next_day_start, next_month_start
-from tests.discord_harness import BotWorld, started_world
+from tests.discord_harness import BotWorld, callback
 from tests.fakes.discord_state import EVERYONE_PERMISSIONS, MANAGE_GUILD
 
 EPHEMERAL = 64
@@ -28,16 +25,6 @@ class ShiftClock(Clock):
 
     def now(self) -> float:
         return time.time() + self.offset
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[BotWorld]:
-    async with started_world(tmp_path) as w:
-        yield w
-
-
-def callback(w: BotWorld, iid: str):
-    return next((r for r in w.fake.interaction_responses(iid) if r.kind == "callback"), None)
 
 
 async def embed_reply(w: BotWorld, iid: str) -> dict:

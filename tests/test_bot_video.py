@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from tests.discord_harness import BotWorld, image_bytes, started_world
+from tests.discord_harness import BotWorld, callback, image_bytes, started_world
 
 EPHEMERAL = 64
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[BotWorld]:
-    async with started_world(tmp_path) as w:
-        yield w
-
-
-def callback(w: BotWorld, iid: str):
-    return next((r for r in w.fake.interaction_responses(iid) if r.kind == "callback"), None)
 
 
 async def test_text_to_video_end_to_end(world: BotWorld) -> None:
