@@ -87,6 +87,20 @@ CountLimit = Annotated[int | None, _unlimited_or("count")]
 MicroUSD = Annotated[int, BeforeValidator(usd_to_micro)]
 
 
+def _secure_endpoint(value: str) -> str:
+    """An endpoint the bot sends a secret to (the Runware key, the Discord token): https, or plain
+    http only on loopback (a local simulator or fake), so a typo cannot put a secret on the wire."""
+    from urllib.parse import urlsplit
+
+    from bot.hosts import is_loopback
+
+    parts = urlsplit(value.strip())
+    host = (parts.hostname or "").lower()
+    if not host or not (parts.scheme == "https" or (parts.scheme == "http" and is_loopback(host))):
+        raise ValueError("expected an https:// URL (plain http:// only on a loopback host)")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -97,6 +111,8 @@ class DiscordConfig(_Section):
     allow_dms: bool = False
     attachment_hosts: list[str] = ["cdn.discordapp.com", "media.discordapp.net"]
     ops_channel_id: int = 0
+
+    _api_base_url = field_validator("api_base_url")(_secure_endpoint)
 
     @property
     def is_default_api(self) -> bool:
@@ -117,6 +133,8 @@ class RunwareConfig(_Section):
     download_hosts: list[str] = ["*.runware.ai"]
     safety_mode: Literal["none", "fast", "full"] = "fast"
     output_ttl_s: int = Field(86400, ge=60)
+
+    _api_url = field_validator("api_url")(_secure_endpoint)
 
     @field_validator("webhook_listen")
     @classmethod

@@ -199,13 +199,19 @@ class DiscordSink:
         if views.render_key(views.progress_embed(update, self.label(job))) != track.shown:
             interval = self.cfg.progress.min_edit_interval_s
             not_before = track.last_write + interval if track.message_id else None
-            future = self.pacer.submit(job.channel_id, lambda: self._flush(job.id),
-                                       key=("progress", job.id), priority=ROUTINE, not_before=not_before)
-            future.add_done_callback(_log_failure(job.id, "progress"))
+            self._schedule_flush(job, not_before)
         # Tell the engine about a message posted since its record was read (it stores it too).
         if track.message_id and track.message_id != job.progress_message_id:
             return track.message_id
         return None
+
+    def _schedule_flush(self, job: JobRecord, not_before: float | None) -> None:
+        try:
+            future = self.pacer.submit(job.channel_id, lambda: self._flush(job.id),
+                                       key=("progress", job.id), priority=ROUTINE, not_before=not_before)
+        except RuntimeError:  # the pacer is closed: the bot is shutting down
+            return
+        future.add_done_callback(_log_failure(job.id, "progress"))
 
     async def _flush(self, job_id: int) -> None:
         track = self._tracks.get(job_id)
@@ -219,6 +225,12 @@ class DiscordSink:
             embed = views.progress_embed(update, self.label(job))
             key = views.render_key(embed)
             if key == track.shown:
+                return
+            due = track.last_write + self.cfg.progress.min_edit_interval_s
+            if track.message_id is not None and self._clock() < due:
+                # Queued while the previous edit was still on its way (discord.py may sit out a 429
+                # inside it): one edit per interval per message, so this one waits its turn.
+                self._schedule_flush(job, due)
                 return
             extra = self._components(job, "progress")
             channel = self._channel(job)

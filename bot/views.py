@@ -8,6 +8,7 @@ shown as Discord timestamps (``<t:...:R>``), which each client keeps current wit
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from typing import Any
 
@@ -62,9 +63,17 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
+# What escape_markdown leaves alone but Discord still renders: a numbered list item ("1. "), and
+# the <@id>, <@&id>, <#id>, <t:...>, </cmd:id> and <:emoji:id> tokens (a name, a date, an emoji).
+_NUMBERED_ITEM = re.compile(r"^(\s*\d+)\.(?=\s)", re.MULTILINE)
+_TOKEN = re.compile(r"<(?=(?:@[!&]?\d+|#\d+|t:-?\d+(?::\w)?|/[^<>\n]+:\d+|a?:\w+:\d+)>)")
+
+
 def shown_prompt(prompt: str, limit: int) -> str:
     """The prompt exactly as typed, with Markdown escaped so it shows verbatim."""
-    return clip(discord.utils.escape_markdown(prompt), limit)
+    text = discord.utils.escape_markdown(prompt)
+    text = _TOKEN.sub(r"\\<", _NUMBERED_ITEM.sub(r"\1\\.", text))
+    return clip(text, limit)
 
 
 def _param(job: JobRecord, name: str, default: Any = None) -> Any:
@@ -170,7 +179,9 @@ def link_line(index: int, file: ResultFile, cap: int | None = None) -> str:
     why = ""
     if file.size is not None:
         why = f" ({file.size / (1024 * 1024):.1f} MB"
-        why += f", over the {cap / (1024 * 1024):.0f} MB upload limit)" if cap else ")"
+        # Only a file the cap kept back is "over the limit" (after a 40005, smaller ones are links too).
+        over_cap = cap is not None and file.size > cap
+        why += f", over the {(cap or 0) / (1024 * 1024):.0f} MB upload limit)" if over_cap else ")"
     url = file.result.video_url or "(no URL)"
     expiry = f", link expires {discord_time(file.expires_at)}" if file.expires_at else ""
     return f"Video {index}{why}: {url}{expiry}"

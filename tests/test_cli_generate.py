@@ -113,3 +113,85 @@ def test_missing_key_without_sandbox_is_a_clear_error(tmp_path):
     assert "RUNWARE_API_KEY" in proc.stderr
     assert not (tmp_path / "data").exists() or True
     _ = time  # keep import for symmetry with other CLI tests
+
+
+def test_a_result_withheld_by_the_content_check_is_reported_not_silent(tmp_path):
+    # The simulator flags prompts with SIM_NSFW: the video is withheld, the cost still settles.
+    proc = run_cli("generate", "--sandbox", "--json", "SIM_NSFW a fox", "--out", str(tmp_path / "v"),
+                   cwd=tmp_path)
+    line = last_json(proc.stdout)
+    assert line["videos"] == [] and line["cost_usd"] == pytest.approx(0.35)
+    assert line["error"] and "content check" in line["error"]
+    assert proc.returncode == 1  # no video was written: not a success
+    plain = run_cli("generate", "--sandbox", "SIM_NSFW a fox", "--out", str(tmp_path / "v"), cwd=tmp_path)
+    assert plain.returncode == 1 and "content check" in plain.stdout
+
+
+def test_a_video_that_could_not_be_downloaded_is_reported_with_its_link(tmp_path):
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", str(port), "--api-key", "k-1",
+                            "--speed", "50"], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        assert "Runware simulator at" in sim.stdout.readline()
+        # download_hosts left at its default (*.runware.ai): the simulator's 127.0.0.1 links are refused.
+        (tmp_path / "config.toml").write_text(
+            f'[runware]\napi_url = "http://127.0.0.1:{port}/v1"\nfirst_poll_after_s = 0.2\npoll_interval_s = 0.2\n'
+        )
+        proc = run_cli("generate", "--json", "a lighthouse in a storm", cwd=tmp_path,
+                       env=cli_env(RUNWARE_API_KEY="k-1"))
+        line = last_json(proc.stdout)
+        assert line["videos"] == []
+        assert line["error"] and f"http://127.0.0.1:{port}/video/" in line["error"]
+        assert proc.returncode == 1
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+
+
+def test_simulator_command_prints_its_url_once_it_listens(tmp_path):
+    import re
+
+    import httpx
+
+    sim = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", "0", "--api-key", "k-2"],
+                           env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = sim.stdout.readline()
+        assert "Runware simulator at" in line
+        url = re.search(r"http://\S+/v1", line).group(0)
+        assert not url.endswith(":0/v1")  # the port it really listens on
+        # The line means "ready": the server answers at once, no waiting.
+        answer = httpx.post(url, json=[{"taskType": "ping"}], headers={"Authorization": "Bearer k-2"})
+        assert answer.status_code == 200 and answer.json()["data"][0]["pong"] is True
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+
+
+def test_generate_beside_a_bot_with_webhooks_on_polls_instead_of_taking_the_webhook_port(tmp_path):
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", str(port), "--api-key", "k-3",
+                            "--speed", "50"], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    bot_receiver = socket.socket()  # the running bot's webhook receiver holds webhook_listen
+    try:
+        bot_receiver.bind(("127.0.0.1", 0))
+        bot_receiver.listen()
+        hook_port = bot_receiver.getsockname()[1]
+        assert "Runware simulator at" in sim.stdout.readline()
+        (tmp_path / "config.toml").write_text(
+            f'[runware]\napi_url = "http://127.0.0.1:{port}/v1"\ndownload_hosts = ["127.0.0.1"]\n'
+            "first_poll_after_s = 0.2\npoll_interval_s = 0.2\n"
+            f'webhook_public_url = "https://bot.example.com/hook"\nwebhook_listen = "127.0.0.1:{hook_port}"\n'
+        )
+        # The operator's shell has the Runware key; the webhook secret lives in the bot's environment.
+        proc = run_cli("generate", "--json", "a lighthouse in a storm", cwd=tmp_path,
+                       env=cli_env(RUNWARE_API_KEY="k-3"))
+        assert proc.returncode == 0, proc.stderr
+        line = last_json(proc.stdout)
+        assert line["status"] == "delivered" and len(line["videos"]) == 1
+    finally:
+        bot_receiver.close()
+        sim.terminate()
+        sim.wait(timeout=10)

@@ -126,3 +126,16 @@ def test_money_helpers():
     assert micro_to_usd(-5_000_000) == "-$5.00"
     assert micro_to_decimal_str(350_000) == "0.350000"
     assert sandbox_db_path("data/klingbot.sqlite3") == "data/klingbot.sandbox.sqlite3"
+
+
+@pytest.mark.parametrize("section,key", [("runware", "api_url"), ("discord", "api_base_url")])
+def test_endpoints_that_carry_a_secret_must_use_https_except_on_loopback(tmp_path, section, key):
+    # The Runware key and the Discord token travel in these requests' headers: never in clear text.
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f'[{section}]\n{key} = "http://api.example.com/v1"\n'), env={})
+    assert f"{section}.{key}" in str(err.value) and "https" in str(err.value)
+    for ok in ("http://127.0.0.1:8787/v1", "http://localhost:9/v1", "https://proxy.example.com/v1"):
+        cfg = load_config(write(tmp_path, f'[{section}]\n{key} = "{ok}"\n'), env={})
+        assert getattr(getattr(cfg, section), key) == ok
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, f'[{section}]\n{key} = "ftp://127.0.0.1/v1"\n'), env={})

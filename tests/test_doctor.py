@@ -19,11 +19,11 @@ from tests.fakes.discord import FakeDiscord
 EXPECTED_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 38)
 
 
-async def doctor(tmp_path, *, runware_url, discord_url, key, token, extra_env=None):
+async def doctor(tmp_path, *, runware_url, discord_url, key, token, extra_env=None, extra_runware=""):
     config = tmp_path / "config.toml"
     config.write_text(
         f'[discord]\napi_base_url = "{discord_url}"\n'
-        f'[runware]\napi_url = "{runware_url}"\nrequest_timeout_s = 5.0\n'
+        f'[runware]\napi_url = "{runware_url}"\nrequest_timeout_s = 5.0\n{extra_runware}'
         f'[storage]\npath = "{(tmp_path / "db" / "bot.sqlite3").as_posix()}"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWARE_", "DISCORD_", "KLINGBOT_"))}
@@ -126,3 +126,21 @@ def test_invite_permissions_cover_what_video_checks():
     # Every permission /video refuses to work without is in the invite (threads need their own).
     assert {attr for attr, _ in REQUIRED_PERMISSIONS} <= set(INVITE_PERMISSIONS)
     assert "send_messages_in_threads" in INVITE_PERMISSIONS
+
+
+async def test_webhooks_without_their_secret_fail_like_run_would(tmp_path, world):
+    # `klingbot run` refuses to start when webhook_public_url is set without RUNWARE_WEBHOOK_SECRET:
+    # doctor, which checks what run needs, must say so instead of "all checks passed".
+    sim, fake, key = world
+    hooks = 'webhook_public_url = "https://bot.example.com/runware-hook"\n'
+    code, out, err = await doctor(tmp_path, runware_url=sim.url, discord_url=fake.api_base_url,
+                                  key=key, token=fake.token, extra_runware=hooks)
+    assert code == 1, out + err
+    assert line_of(out, "webhooks").startswith("FAIL") and "RUNWARE_WEBHOOK_SECRET" in line_of(out, "webhooks")
+    secret = "wh-" + secrets.token_hex(16)
+    code, out, err = await doctor(tmp_path, runware_url=sim.url, discord_url=fake.api_base_url,
+                                  key=key, token=fake.token, extra_runware=hooks,
+                                  extra_env={"RUNWARE_WEBHOOK_SECRET": secret})
+    assert code == 0, out + err
+    assert line_of(out, "webhooks").startswith("OK") and "https://bot.example.com/runware-hook" in out
+    assert secret not in out + err

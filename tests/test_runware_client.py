@@ -582,3 +582,26 @@ def test_error_for_maps_codes_then_statuses(status, code, expected, retryable):
 )
 def test_error_for_without_an_item_uses_the_status(status, expected):
     assert type(error_for(status, None)) is expected
+
+
+@pytest.mark.parametrize("code", ["taskNotFound", "invalidTaskUUID", "noTaskFound"])
+async def test_check_key_takes_any_answer_about_the_probe_task_as_a_working_key(sleeps, code):
+    # Runware authenticates before it reads the tasks: whatever it says about the unknown probe task
+    # (its codes are "being standardized"), the key was accepted. Only 401/402/403 refuse it.
+    about_task = {"errors": [{"code": code, "message": "No task with this UUID.", "parameter": "taskUUID",
+                              "taskType": "getResponse"}]}
+    refused = {"errors": [{"code": "invalidApiKey", "message": "Invalid API key.", "parameter": "apiKey",
+                           "taskType": "authentication"}]}
+    async with canned_runware([(400, about_task), (401, refused), (402, {}), (403, {})]) as (url, received):
+        c = RunwareClient(api_url=url, api_key=SecretStr(KEY), sleep=sleeps)
+        try:
+            await c.check_key()
+            with pytest.raises(AuthError):
+                await c.check_key()
+            with pytest.raises(BalanceError):
+                await c.check_key()
+            with pytest.raises(ForbiddenError):
+                await c.check_key()
+        finally:
+            await c.aclose()
+    assert len(received) == 4

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from bot.config import Config, ConfigError, load_config, resolve_config_path
 from bot.db import open_database
 from bot.db.connection import Conn, load_migrations
+from bot.errors import UserFacingError
 from bot.runware.client import RunwareClient
 from bot.runware.errors import AuthError, BalanceError, RunwareError, TransportError
 
@@ -187,7 +188,22 @@ async def check_discord(doc: Doctor, cfg: Config) -> int | None:
     return app_id
 
 
+def check_webhooks(doc: Doctor, cfg: Config) -> None:
+    """The same check `klingbot run` makes before it starts (the secret, the URL's shape)."""
+    from bot.services.webhooks import webhook_settings
+
+    try:
+        settings = webhook_settings(cfg)
+    except UserFacingError as exc:
+        doc.fail("webhooks", exc.message)
+        return
+    if settings is not None:
+        doc.ok("webhooks", f"Runware will post to {settings.public_url} (token set); the receiver "
+                           f"listens on {cfg.runware.webhook_listen}")
+
+
 async def run_checks(doc: Doctor, cfg: Config) -> int | None:
+    check_webhooks(doc, cfg)
     await check_database(doc, cfg)
     await check_runware(doc, cfg)
     return await check_discord(doc, cfg)

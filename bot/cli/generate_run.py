@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -91,7 +92,23 @@ def status_of(job: JobRecord) -> str:
     return "delivered" if job.state == "succeeded" and job.notified_at else job.state
 
 
+def outcome_notes(job: JobRecord, outcome: Outcome) -> list[str]:
+    """What the terminal user must be told besides the files: failures, videos withheld by the
+    content check, and videos not downloaded (their link, as Discord would post it)."""
+    notes = [line for line in (job.error or "").splitlines() if line]
+    if outcome.flagged:
+        what = "1 video was" if outcome.flagged == 1 else f"{outcome.flagged} videos were"
+        notes.append(f"{what} withheld by the content check (its cost still counts).")
+    for f in outcome.files:
+        if f.path is None and f.result.video_url and job.state == "succeeded":
+            until = (time.strftime(" until %Y-%m-%d %H:%M UTC", time.gmtime(f.expires_at))
+                     if f.expires_at else "")
+            notes.append(f"video not downloaded (see the log); it is at {f.result.video_url}{until}.")
+    return notes
+
+
 def summary(job: JobRecord, outcome: Outcome, cost_micro: int | None) -> dict:
+    notes = outcome_notes(job, outcome)
     return {
         "job_id": job.id,
         "status": status_of(job),
@@ -100,7 +117,7 @@ def summary(job: JobRecord, outcome: Outcome, cost_micro: int | None) -> dict:
         "videos": [str(f.path) for f in outcome.files if f.path],
         "seeds": [f.result.seed for f in outcome.files],
         "cost_usd": (cost_micro or 0) / 1_000_000,
-        "error": job.error or None,
+        "error": "\n".join(notes) or None,
     }
 
 
@@ -113,6 +130,9 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
             if cfg.secrets.runware_api_key is None:
                 raise UserFacingError("RUNWARE_API_KEY is not set (or use --sandbox to try the simulator)")
             api_key = cfg.secrets.runware_api_key
+        # Webhooks are the running bot's: its receiver holds webhook_listen (and its environment the
+        # secret). A terminal run polls, as the bot does when a webhook is lost.
+        cfg = cfg.with_overrides(runware=cfg.runware.model_copy(update={"webhook_public_url": ""}))
         db = await open_database(cfg.storage.path)
         stack.push_async_callback(db.close)
         client = RunwareClient(
@@ -173,7 +193,8 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
         print(f"job #{result['job_id']}{resumed_note}: {result['status']}, "
               f"cost {micro_to_usd(round(result['cost_usd'] * 1_000_000))}"
               + (f"; {result['error']}" if result["error"] else ""))
-    return 0 if results[-1]["status"] == "delivered" else 1
+    # Success is a video in --out: a result withheld or not downloaded is reported, and exits 1.
+    return 0 if results[-1]["status"] == "delivered" and results[-1]["videos"] else 1
 
 
 async def unfinished_terminal_jobs(engine: Engine) -> list[int]:

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -99,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Interaction tokens (15-minute credentials to answer and edit as the bot) in discord.py's debug
+# lines: callback and followup URLs, and the INTERACTION_CREATE payload.
+_TOKEN_PATTERNS = (
+    (re.compile(r"(/(?:interactions|webhooks)/\d+/)[^/\s'\"?]+"), r"\1[redacted]"),
+    (re.compile(r"""(['"]token['"]:\s*['"])[^'"]+"""), r"\1[redacted]"),
+)
+
+
+def redact_tokens(record: logging.LogRecord) -> bool:
+    """A handler filter: the message with interaction tokens replaced; the record is always kept."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed record: leave it to the handler's own error path
+        return True
+    clean = message
+    for pattern, replacement in _TOKEN_PATTERNS:
+        clean = pattern.sub(replacement, clean)
+    if clean != message:
+        record.msg, record.args = clean, None
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -106,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact_tokens)
     # httpx logs every request at INFO; the poller would drown the useful lines.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     module_name, func_name = HANDLERS[args.command].split(":")

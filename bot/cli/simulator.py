@@ -14,6 +14,6 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         raise InvalidInput("--fail-rate", args.fail_rate, "a share from 0 to 1")
     from bot.simulator.server import serve
 
-    print(f"Runware simulator at http://{args.host}:{args.port}/v1 (Authorization: Bearer <api key>)", flush=True)
+    # serve() prints the URL once the server listens (with --port 0, the port it got).
     serve(args.host, args.port, args.api_key, args.speed, args.fail_rate)
     return 0

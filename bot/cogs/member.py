@@ -32,9 +32,16 @@ JOB_ID_MAX = 2**53  # Discord's largest integer option
 _NO_MENTIONS = discord.AllowedMentions.none()
 
 
+def refuse_dm(bot, interaction: discord.Interaction) -> None:
+    """guild_only only shapes the registration: a DM interaction can still arrive."""
+    if interaction.guild_id is None and not bot.cfg.discord.allow_dms:
+        raise NotPermitted("This command works in a server channel, not in direct messages.")
+
+
 # ---- /quota --------------------------------------------------------------------------------------
 
 async def show_quota(bot, interaction: discord.Interaction) -> None:
+    refuse_dm(bot, interaction)
     ensure_ready(bot)
     member = member_of(interaction)
     usage = await bot.engine.quotas.usage(member)
@@ -48,6 +55,7 @@ async def show_quota(bot, interaction: discord.Interaction) -> None:
 # ---- /history ------------------------------------------------------------------------------------
 
 async def show_history(bot, interaction: discord.Interaction, count: int) -> None:
+    refuse_dm(bot, interaction)
     ensure_ready(bot)
     count = max(1, min(HISTORY_MAX, count))
     store = bot.engine.store
@@ -85,6 +93,7 @@ def repost_items(results: list[ResultRecord], *, cap: int, ttl_s: float, fallbac
 
 
 async def show_job(bot, interaction: discord.Interaction, job_id: int) -> None:
+    refuse_dm(bot, interaction)
     ensure_ready(bot)
     job = await job_here(bot, interaction, job_id)
     if not await owner_or_moderator(bot, interaction, job):

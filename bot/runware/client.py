@@ -13,7 +13,15 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from bot.runware.errors import ConflictTaskUUID, RunwareError, TaskNotFound, TransportError, error_for
+from bot.runware.errors import (
+    AuthError,
+    BalanceError,
+    ConflictTaskUUID,
+    ForbiddenError,
+    RunwareError,
+    TransportError,
+    error_for,
+)
 from bot.runware.models import (
     GetResponseTask,
     ImageUploadTask,
@@ -38,6 +46,8 @@ Tasks = list[dict[str, Any]]
 _BATCH_REJECTED = frozenset({400, 413})
 _PROCESSING = frozenset({"processing", "pending"})
 _MAX_MESSAGE = 500
+# What a key check may be refused with; anything else said about the probe task means the key works.
+_KEY_REFUSED = (AuthError, BalanceError, ForbiddenError)
 
 
 @dataclass
@@ -148,14 +158,15 @@ class RunwareClient:
 
     async def check_key(self) -> None:
         """One cheap authenticated call (a getResponse for a random uuid); raises when the key or
-        account is refused. An unknown-task answer means the key works."""
+        account is refused. Runware authenticates before it reads the tasks, so any answer about the
+        unknown task (taskNotFound, or another code: Runware's codes vary) means the key works."""
         probe = new_task_uuid()
         reply = await self._exchange(lambda: [GetResponseTask(task_uuid=probe).to_wire()], what="check")
         for item in reply.errors:
             error = self._error(reply.status, item)
-            if not isinstance(error, TaskNotFound):
+            if isinstance(error, _KEY_REFUSED):
                 raise error
-        if reply.status >= 400 and not reply.errors:
+        if reply.status in (401, 402, 403) or (reply.status >= 400 and not reply.errors):
             raise self._error(reply.status, None)
 
     # ---- polling helpers ---------------------------------------------------------------------

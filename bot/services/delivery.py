@@ -83,8 +83,9 @@ class Deliverer:
                 continue
             path: Path | None = None
             size: int | None = None
-            # A cancelled job is never posted: its videos are not worth fetching.
-            if result.video_url and job.state != "cancelled" and not job.cancel_requested:
+            # A cancelled job is never posted, nor are a timed-out job's early videos (they go out
+            # with the late ones, if those come): not worth fetching now.
+            if result.video_url and job.state not in ("cancelled", "timed_out") and not job.cancel_requested:
                 dest = self.sink.download_dir(job) / f"job{job.id}-{result.video_uuid}.{ext}"
                 size = await self._fetch(job, result.video_url, dest)
                 path = dest if size is not None else None
@@ -111,7 +112,9 @@ class Deliverer:
         if message_id is not None and message_id != job.result_message_id and files:
             await self.store.set_result_message(job.id, message_id)  # known again after a restart
         for file in files:
-            if file.result.delivered_at is None:
+            # A time-out notice posts no video: marking one delivered would make the late results
+            # message look already posted.
+            if file.result.delivered_at is None and job.state != "timed_out":
                 await self.store.mark_delivered(file.result.id, str(file.path) if file.path else None)
         await self.store.mark_notified(job.id, message_id)
         return message_id

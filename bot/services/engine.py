@@ -323,6 +323,10 @@ class Engine:
             safety_mode=await self.store.guild_safety_mode(job.guild_id),
             webhook_url=self.webhook_url_for(job),
         )
+        current = await self.store.get(job.id)
+        if current is not None and current.cancel_requested:
+            await self.store.unclaim(job.id)  # cancelled while waiting for its turn: never sent, free
+            return
         failpoints.hit("before_submit")
         try:
             await self.client.submit(task)
@@ -334,6 +338,10 @@ class Engine:
             await self._runware_refused(exc)
             return
         except RunwareError as exc:
+            if not exc.retryable:
+                # 403, a content check on the prompt...: Runware would refuse it again (SPEC 3.5).
+                await self.store.abandon(job.id, exc.user_message)
+                return
             log.warning("job %s: submit failed (%s); stays queued", job.id, exc.code)
             await self.store.unclaim(job.id)
             self._trouble = "Runware is not answering, retrying"

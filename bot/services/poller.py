@@ -95,8 +95,11 @@ class Poller:
                 await self.store.mark_processing(job.id)
             if job.state in AT_RUNWARE and now - (job.submitted_at or job.created_at) > self.cfg.runware.job_deadline_s:
                 await self.store.time_out(job.id, "Runware did not finish this video in time.")
-            elif job.state not in AT_RUNWARE and now - job.created_at > self.cfg.runware.late_result_window_s:
-                # A timed-out or cancelled job whose cost never came: stop polling and release.
+            elif job.state not in AT_RUNWARE and (
+                now - (job.finished_at or job.created_at) > self.cfg.runware.late_result_window_s
+            ):
+                # A timed-out or cancelled job whose cost never came: stop polling and release. The
+                # window runs from the time-out, not from creation (a job may have queued for long).
                 await self.store.expire(job.id)
                 return True
             if reschedule:

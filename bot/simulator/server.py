@@ -349,7 +349,7 @@ def serve(host: str, port: int, api_key: str, speed: float, fail_rate: float) ->
         stopping = asyncio.Event()
         with suppress(NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-        print(f"Runware simulator listening at {url} (Authorization: Bearer <your --api-key>); "
+        print(f"Runware simulator at {url} is listening (Authorization: Bearer <your --api-key>); "
               f"speed x{speed:g}, fail rate {fail_rate:g}. Ctrl+C stops it.", flush=True)
         try:
             await stopping.wait()

@@ -1,0 +1,181 @@
+"""Review of the job lifecycle and money (SPEC 3.1, 3.3, 3.5): a real Engine driven tick by tick on a
+manual clock, the simulator on loopback as Runware (nothing finishes until the test says so), a
+SQLite file in tmp_path, and a terminal-like sink that records every final message."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from bot.cli.generate_run import TerminalSink
+from bot.config import Config, Secrets
+from bot.db import open_database
+from bot.requests import resolve_request
+from bot.runware.client import RunwareClient
+from bot.runware.models import TaskStatus, parse_video_item
+from bot.services.clock import FixedClock
+from bot.services.engine import Engine
+from bot.services.progress import Outcome
+from bot.services.quotas import Member
+from bot.simulator.server import Simulator
+
+SIM_KEY = "review-key"
+HOUR = 3600.0
+DEADLINE = 100.0
+TERMINAL = Member(0, 7)
+
+
+class RecordingSink(TerminalSink):
+    """Every final message the engine hands over, in order, per job."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(out_dir, show_bar=False)
+        self.messages: dict[int, list[Outcome]] = {}
+
+    async def deliver(self, outcome: Outcome) -> int | None:
+        self.messages.setdefault(outcome.job.id, []).append(outcome)
+        return await super().deliver(outcome)
+
+
+@pytest.fixture
+async def sim():
+    simulator = Simulator(api_key=SIM_KEY, base_generation_s=HOUR)  # finishes only on sim.finish()
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def world(tmp_path, sim):
+    clock = FixedClock(1_700_000_000.0)
+    cfg = Config.model_validate({
+        "runware": {"api_url": sim.url, "first_poll_after_s": 1, "poll_interval_s": 10,
+                    "job_deadline_s": DEADLINE, "late_result_window_s": 1000,
+                    "download_hosts": ["127.0.0.1"], "max_retries": 0},
+        "storage": {"path": str(tmp_path / "review.sqlite3")},
+        "limits": {"daily_videos": "unlimited", "monthly_usd": "unlimited", "max_concurrent": "unlimited",
+                   "guild_monthly_usd": "unlimited", "global_daily_usd": "unlimited", "max_in_flight": 1},
+        "secrets": Secrets(runware_api_key=SecretStr(SIM_KEY)),
+    })
+    db = await open_database(cfg.storage.path)
+    client = RunwareClient(api_url=sim.url, api_key=SecretStr(SIM_KEY), max_retries=0)
+    async with httpx.AsyncClient() as http:
+        sink = RecordingSink(tmp_path / "videos")
+        engine = Engine(cfg=cfg, db=db, client=client, sink=sink, clock=clock, http=http)
+        yield engine, clock, sink
+        await client.aclose()
+        await db.close()
+
+
+async def create(engine: Engine, variations: int = 1) -> Any:
+    request = resolve_request(engine.cfg, prompt="a red fox running through fresh snow", variations=variations)
+    return await engine.create_job(TERMINAL, request, channel_id=0)
+
+
+async def kinds(engine: Engine, job_id: int) -> Counter[str]:
+    return Counter(row.kind for row in await engine.store.ledger(job_id))
+
+
+async def test_late_window_counts_from_the_time_out_not_from_creation(world, sim):
+    """A job that waited in the queue longer than late_result_window_s still gets its late window
+    after it times out: its late result is settled and delivered, not dropped at the next poll."""
+    engine, clock, sink = world
+    first = await create(engine)
+    await engine.tick()                      # first takes the only slot
+    waiting = await create(engine)
+    await engine.tick()
+    assert (await engine.store.get(waiting.id)).state == "queued"
+    clock.advance(1100)                      # longer than the late window, still queued
+    await engine.tick()                      # first times out (frees the slot)
+    await engine.tick()                      # waiting is submitted now
+    assert (await engine.store.get(waiting.id)).state == "submitted"
+
+    clock.advance(DEADLINE + 1)
+    await engine.tick()                      # polled: still processing, past its deadline
+    job = await engine.store.get(waiting.id)
+    assert job.state == "timed_out"
+    assert [o.job.state for o in sink.messages[waiting.id]] == ["timed_out"]  # told at the deadline
+
+    clock.advance(10)
+    await engine.tick()                      # still at Runware, well inside its late window
+    assert await kinds(engine, waiting.id) == {"reserve": 1}
+
+    sim.finish(waiting.task_uuid)
+    clock.advance(10)
+    await engine.tick()
+    job = await engine.store.get(waiting.id)
+    assert job.state == "succeeded"
+    assert await kinds(engine, waiting.id) == {"reserve": 1, "settle": 1}
+    assert await engine.store.settled_cost(waiting.id) == sim.stats.tasks[waiting.task_uuid].billed_micro
+    late = sink.messages[waiting.id][-1]
+    assert late.job.state == "succeeded" and [f.path is not None for f in late.files] == [True]
+    assert first.id != waiting.id
+
+
+async def test_partial_results_before_a_time_out_are_posted_with_the_late_ones(world, sim):
+    """Runware reported one of two variations, then the deadline passed: the time-out notice must
+    not mark that video delivered, or the late results message counts as already posted and the
+    Discord sink never posts it."""
+    engine, clock, sink = world
+    job = await create(engine, variations=2)
+    await engine.tick()
+    clock.advance(2)
+    planned = sim.stats.tasks[job.task_uuid].planned
+    early = TaskStatus(task_uuid=job.task_uuid, results=[parse_video_item(planned[0])], processing=True)
+    job = await engine.store.get(job.id)
+    assert not await engine.poller.apply(job, early, clock.now())  # one video in, one still running
+
+    clock.advance(DEADLINE)
+    await engine.tick()
+    assert (await engine.store.get(job.id)).state == "timed_out"
+    assert [o.job.state for o in sink.messages[job.id]] == ["timed_out"]
+    assert [r.delivered_at for r in await engine.store.results(job.id)] == [None]  # nothing was posted
+
+    sim.finish(job.task_uuid)
+    clock.advance(10)
+    await engine.tick()
+    late = sink.messages[job.id][-1]
+    assert late.job.state == "succeeded"
+    assert not late.already_posted  # a posting sink posts it
+    assert len(late.files) == 2 and all(f.path is not None for f in late.files)
+    assert all(r.delivered_at is not None for r in await engine.store.results(job.id))
+    assert await kinds(engine, job.id) == {"reserve": 1, "settle": 1}
+
+
+async def test_a_submit_refused_for_good_fails_the_job_instead_of_retrying_forever(world, sim):
+    """SPEC 3.5: 403 is not retried. Runware refusing the task itself (no permission, a content
+    check on the prompt) fails the job and releases its reserve; the member is told why."""
+    engine, clock, sink = world
+    sim.faults.next_statuses = [403, 403, 403]
+    job = await create(engine)
+    await engine.tick()
+    job = await engine.store.get(job.id)
+    assert job.state == "failed"
+    assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
+    [notice] = sink.messages[job.id]
+    assert notice.job.error == "Runware does not allow the bot's account to make this request."
+    await engine.tick()
+    assert sim.faults.next_statuses == [403, 403]  # asked once, not again on the next tick
+    assert sim.stats.submits == 0
+
+
+
+async def test_a_cancel_while_waiting_for_a_submit_slot_is_never_sent(world, sim):
+    """Taken from the queue (claimed), then cancelled before its submit went out (submits wait for
+    one another when Runware is slow): it must not reach Runware, and it costs nothing."""
+    from bot.services import queue
+
+    engine, clock, sink = world
+    job = await create(engine)
+    [claimed] = await queue.next_to_submit(engine.db, 1)
+    cancel = await engine.cancel(job.id, TERMINAL, is_moderator=False)
+    assert cancel.job.cancel_requested and cancel.job.state == "queued"
+    await engine._submit(claimed)  # its turn comes
+    assert sim.stats.submits == 0
+    assert (await engine.store.get(job.id)).state == "cancelled"
+    assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
