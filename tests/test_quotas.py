@@ -404,3 +404,15 @@ def test_clock_buckets_and_resets_across_dst():
     assert (day_of(late, UTC_ZONE), month_of(late, UTC_ZONE)) == ("2025-01-01", "2025-01")
     assert describe_reset(datetime(2024, 4, 1, tzinfo=UTC_ZONE), at(2024, 3, 31, 23, 59, 30)) == (
         "at 00:00 UTC (in less than a minute)")
+
+
+async def test_a_request_refused_by_the_budget_announces_100_percent_once(make):
+    # Reservations stop short of exactly 100% ($0.80 + $0.35 > $1.00): the refusal itself is what
+    # tells the moderators the budget is used up.
+    env = await make({"guild_monthly_usd": "1.00"})
+    await env.create(ALICE, estimate=800_000)
+    assert await env.quotas.budget_warning(1) == (80, 800_000, 1_000_000)
+    assert (await refused(env.create(BOB, estimate=350_000))).limit == "guild_monthly_usd"
+    assert await env.quotas.budget_warning(1) == (100, 800_000, 1_000_000)
+    assert await env.quotas.budget_warning(1) is None
+    assert await env.quotas.budget_warning(2) is None  # another guild is not affected

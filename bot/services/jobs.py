@@ -19,6 +19,7 @@ from bot import failpoints
 from bot.db import Conn, Database
 from bot.db import queries as q
 from bot.db.records import ACTIVE_STATES, FINAL_STATES, JobMoney, JobRecord, LedgerRecord, ResultRecord
+from bot.errors import LimitExceeded
 from bot.runware.models import VideoResult
 from bot.services import queue
 from bot.services.clock import Clock, day_of, month_of
@@ -75,9 +76,13 @@ class JobStore:
     ) -> None:
         """The reserve's checks without reserving (before attachments are fetched: SPEC 3.2).
         Limits are checked too when ``estimate_micro`` is given."""
-        await self.db.run_read(
-            self._checks, member, channel_id, blocklist_text, estimate_micro, variations, self.clock.now()
-        )
+        try:
+            await self.db.run_read(
+                self._checks, member, channel_id, blocklist_text, estimate_micro, variations, self.clock.now()
+            )
+        except LimitExceeded as exc:
+            await self.quotas.note_refusal(member, exc)
+            raise
 
     def _checks(
         self, c: Conn, member: Member, channel_id: int, blocklist_text: str | None,
@@ -108,12 +113,16 @@ class JobStore:
         RunwareUnavailable with nothing written."""
         if variations < 1 or duration_s < 1 or estimate_micro < 0:
             raise ValueError("variations and duration_s must be positive, estimate_micro >= 0")
-        job = await self.db.run_tx(
-            self._create, member, self.clock.now(), blocklist_text,
-            dict(channel_id=channel_id, model_key=model_key, params=params, task_uuid=task_uuid,
-                 duration_s=duration_s, variations=variations, estimate_micro=estimate_micro,
-                 upload_limit=upload_limit, parent_job_id=parent_job_id),
-        )
+        try:
+            job = await self.db.run_tx(
+                self._create, member, self.clock.now(), blocklist_text,
+                dict(channel_id=channel_id, model_key=model_key, params=params, task_uuid=task_uuid,
+                     duration_s=duration_s, variations=variations, estimate_micro=estimate_micro,
+                     upload_limit=upload_limit, parent_job_id=parent_job_id),
+            )
+        except LimitExceeded as exc:
+            await self.quotas.note_refusal(member, exc)
+            raise
         failpoints.hit("after_reserve")
         return job
 

@@ -284,6 +284,13 @@ class Quotas:
             actor=actor, reason=reason, at=now,
         )
 
+    async def note_refusal(self, member: Member, exc: LimitExceeded) -> None:
+        """A request refused by the guild's budget: the budget counts as used up this month, so the
+        100% warning goes out even though reservations stop short of exactly 100%."""
+        if exc.limit == "guild_monthly_usd":
+            month = month_of(self.clock.now(), self.tz)
+            await self.db.run(q.kv_set, budget_refused_key(member.guild_id), month)
+
     async def budget_warning(self, guild_id: int) -> tuple[int, int, int] | None:
         """(level %, spent, budget) when the guild's spend this month crossed 80% or 100% of its
         budget and that level was not announced yet this month; recorded so it is said once."""
@@ -294,7 +301,8 @@ class Quotas:
         if not budget:
             return None
         spent = q.guild_spent_month(c, guild_id, month)
-        reached = [lv for lv in BUDGET_WARN_LEVELS if spent * 100 >= budget * lv]
+        exhausted = q.kv_get(c, budget_refused_key(guild_id)) == month
+        reached = [lv for lv in BUDGET_WARN_LEVELS if spent * 100 >= budget * lv or (exhausted and lv == 100)]
         if not reached:
             return None
         settings = q.get_guild_settings(c, guild_id)
@@ -303,3 +311,8 @@ class Quotas:
             return None
         q.update_guild_settings(c, guild_id, budget_warned_month=month, budget_warned_level=reached[-1])
         return reached[-1], spent, budget
+
+
+def budget_refused_key(guild_id: int) -> str:
+    """kv key: the month in which a request was refused by this guild's budget."""
+    return f"budget_refused:{guild_id}"
