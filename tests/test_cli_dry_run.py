@@ -87,13 +87,16 @@ def test_bad_frame_file_exits_2(tmp_path):
     assert "first_frame" in proc.stderr
 
 
-def test_human_dry_run_abbreviates_frames(tmp_path):
+def test_human_dry_run_prints_the_task_with_its_frame_inline(tmp_path):
     first = make_png(tmp_path / "f.png", (720, 1280))
     proc = run_cli("generate", "--dry-run", "a fox", "--first-frame", first, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "Dry run: nothing sent, nothing reserved." in proc.stdout
-    assert "720x1280" in proc.stdout  # aspect picked from the frame: 9:16
-    assert "chars)" in proc.stdout
+    summary, _, body = proc.stdout.partition("\n")
+    assert "Dry run: nothing sent, nothing reserved." in summary
+    assert "720x1280" in summary  # aspect picked from the frame: 9:16
+    (task,) = json.loads(body)["tasks"]
+    uuid.UUID(task["taskUUID"], version=4)
+    assert decode_data_uri(task["inputs"]["frameImages"][0]["image"]).size == (720, 1280)
 
 
 def test_bad_config_exits_2_naming_key(tmp_path):

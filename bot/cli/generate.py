@@ -7,7 +7,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from bot.config import Config, load_config, micro_to_usd
 from bot.errors import InvalidInput
@@ -52,16 +51,6 @@ def resolve_from_args(cfg: Config, args: argparse.Namespace) -> tuple[ResolvedRe
     return request, first, last
 
 
-def _abbreviate(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith("data:") and len(value) > 60:
-        return f"{value[:40]}...({len(value)} chars)"
-    if isinstance(value, dict):
-        return {k: _abbreviate(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_abbreviate(v) for v in value]
-    return value
-
-
 def dry_run(cfg: Config, args: argparse.Namespace) -> int:
     request, first, last = resolve_from_args(cfg, args)
     task: VideoInferenceTask = build_task(
@@ -81,7 +70,7 @@ def dry_run(cfg: Config, args: argparse.Namespace) -> int:
         f"{request.variations} variation(s), estimated {micro_to_usd(request.estimate_micro)}. "
         "Dry run: nothing sent, nothing reserved."
     )
-    print(json.dumps({"tasks": [_abbreviate(wire)]}, indent=2))
+    print(json.dumps({"tasks": [wire]}, indent=2))
     return 0
 
 
