@@ -195,3 +195,13 @@ def test_generate_beside_a_bot_with_webhooks_on_polls_instead_of_taking_the_webh
         bot_receiver.close()
         sim.terminate()
         sim.wait(timeout=10)
+
+
+def test_an_out_folder_that_cannot_be_made_exits_2_before_anything_is_reserved(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_cli("generate", "--sandbox", "--json", "a fox", "--out", str(blocker / "videos"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "`--out`" in proc.stderr and "cannot be created" in proc.stderr
+    assert last_json(proc.stdout)["status"] == "invalid"
+    assert not (tmp_path / "data").exists()  # no database, so nothing was reserved

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from bot.cli.generate import resolve_from_args
 from bot.config import Config, micro_to_usd
 from bot.db.connection import open_database
 from bot.db.records import JobRecord
-from bot.errors import RunwareUnavailable, UserFacingError
+from bot.errors import InvalidInput, RunwareUnavailable, UserFacingError
 from bot.runware.client import RunwareClient
 from bot.sandbox import enter_sandbox
 from bot.services.engine import Engine
@@ -121,8 +122,22 @@ def summary(job: JobRecord, outcome: Outcome, cost_micro: int | None) -> dict:
     }
 
 
+def prepare_out_dir(path: str) -> Path:
+    """--out must be a writable folder; checked before anything is reserved."""
+    out_dir = Path(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput("--out", path, "a folder the videos can be written to",
+                           f"cannot be created ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InvalidInput("--out", path, "a folder the videos can be written to", "is not writable")
+    return out_dir
+
+
 async def _generate(cfg: Config, args: argparse.Namespace) -> int:
     request, first, last = resolve_from_args(cfg, args)  # invalid input exits 2 before anything runs
+    out_dir = prepare_out_dir(args.out)
     async with contextlib.AsyncExitStack() as stack:
         if args.sandbox:
             cfg, api_key = await enter_sandbox(stack, cfg)
@@ -143,8 +158,6 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
             poll_batch_size=cfg.runware.poll_batch_size,
         )
         stack.push_async_callback(client.aclose)
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
         sink = TerminalSink(out_dir, show_bar=sys.stderr.isatty())
         engine = Engine(cfg=cfg, db=db, client=client, sink=sink)
         # An earlier run killed mid-job left its job in the database: the engine resumes it, and this
