@@ -42,14 +42,17 @@ def insert_job(
     month: str,
     upload_limit: int | None,
     parent_job_id: int | None,
+    created_by: str | None = None,
 ) -> int:
     return int(
         c.fetchval(
             """INSERT INTO jobs (guild_id, channel_id, user_id, model_key, params, task_uuid, duration_s,
-                   variations, estimate_micro, created_at, day, month, upload_limit, parent_job_id)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+                   variations, estimate_micro, created_at, day, month, upload_limit, parent_job_id,
+                   created_by)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
             (guild_id, channel_id, user_id, model_key, json.dumps(params, sort_keys=True), task_uuid,
-             duration_s, variations, estimate_micro, created_at, day, month, upload_limit, parent_job_id),
+             duration_s, variations, estimate_micro, created_at, day, month, upload_limit, parent_job_id,
+             created_by),
         )
     )
 

@@ -53,6 +53,7 @@ class JobRecord:
     result_message_id: int | None
     upload_limit: int | None
     parent_job_id: int | None
+    created_by: str | None = None  # "host:pid:run" of the process that created it (migration 002)
 
     @property
     def is_final(self) -> bool:

@@ -304,8 +304,8 @@ class Engine:
     async def _submit(self, job: JobRecord) -> None:
         request = ResolvedRequest.model_validate(job.params)
         if _frames_missing(request, job):
-            if job.task_uuid in self._uploading:
-                await self.store.unclaim(job.id)  # still uploading here; create_job wakes us after
+            if job.task_uuid in self._uploading or queue.creator_may_be_uploading(job, self.clock.now()):
+                await self.store.unclaim(job.id)  # still uploading (here, or in its creator's process)
                 return
             job = await self.store.get(job.id) or job  # the upload may have finished since the claim
             if _frames_missing(request, job):

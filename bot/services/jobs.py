@@ -133,7 +133,7 @@ class JobStore:
                      fields["variations"], now)
         day, month = day_of(now, self.tz), month_of(now, self.tz)
         job_id = q.insert_job(c, guild_id=member.guild_id, user_id=member.user_id, created_at=now, day=day,
-                              month=month, **fields)
+                              month=month, created_by=self.run_id, **fields)
         q.insert_ledger(
             c, kind="reserve", guild_id=member.guild_id, user_id=member.user_id, job_id=job_id,
             amount_micro=fields["estimate_micro"], day=day, month=month, actor=_actor(member), reason=None,

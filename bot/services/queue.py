@@ -11,6 +11,8 @@ conflictTaskUUID says the first one got through.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 
@@ -18,8 +20,29 @@ from bot.db import Conn, Database
 from bot.db import queries as q
 from bot.db.records import JobRecord
 
-RUN_ID = uuid.uuid4().hex  # this process
+HOST = socket.gethostname()
+RUN_ID = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"  # this process
 CLAIM_TTL_S = 120.0
+
+
+def creator_may_be_uploading(job: JobRecord, now: float, *, run_id: str = RUN_ID) -> bool:
+    """A job that needs frames but has no imageUUIDs yet, created by ANOTHER process: that process
+    may still be uploading them (a `klingbot generate` beside the bot). True while its creator is
+    alive (or on another host, where we cannot tell) and the job is younger than the claim TTL;
+    False when it is dead, so its frames are lost with it."""
+    if not job.created_by or job.created_by == run_id or now - job.created_at >= CLAIM_TTL_S:
+        return False
+    host, _, rest = job.created_by.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != HOST or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 async def next_to_submit(
