@@ -3,6 +3,7 @@ only), posts the final message through the sink, then records delivery and notif
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -32,7 +33,6 @@ class Deliverer:
         self._failures: dict[int, tuple[int, float]] = {}  # job id -> (attempts, next try); memory only
 
     async def tick(self, limit: int = 50) -> int:
-        delivered = 0
         now = self.clock.now()
         # Another process's jobs (the terminal's, or the bot's) and ones backing off are skipped
         # before the limit is applied, so they can never hold up this sink's own.
@@ -41,7 +41,17 @@ class Deliverer:
             for job in await self.store.pending_notices(PENDING_SCAN)
             if sink_handles(self.sink, job) and now >= self._failures.get(job.id, (0, 0.0))[1]
         ]
+        # Channels are delivered side by side, each in job order: one busy channel (paced by
+        # Discord's per-channel limit) must not hold up the results of every other channel.
+        by_channel: dict[int, list[JobRecord]] = {}
         for job in pending[:limit]:
+            by_channel.setdefault(job.channel_id, []).append(job)
+        counts = await asyncio.gather(*(self._deliver_in_order(jobs, now) for jobs in by_channel.values()))
+        return sum(counts)
+
+    async def _deliver_in_order(self, jobs: list[JobRecord], now: float) -> int:
+        delivered = 0
+        for job in jobs:
             attempts = self._failures.get(job.id, (0, 0.0))[0]
             try:
                 await self.deliver(job)
