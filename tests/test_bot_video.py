@@ -257,3 +257,18 @@ async def test_a_deleted_channel_means_delivery_by_dm(world: BotWorld) -> None:
     [result] = await w.wait_result(1, channel_id=int(dm["id"]))
     assert result.attachments
     await w.wait_notified(1)
+
+
+async def test_a_failed_image_upload_is_told_once_in_the_reply_and_released(world: BotWorld) -> None:
+    w = world
+    first = w.attach("first.png", image_bytes(640, 360, "PNG", "red"))
+    w.sim.faults.next_statuses = [403]  # Runware refuses the imageUpload (not retried)
+    iid = await w.video({"prompt": "the red square turns blue"}, attachments={"first_frame": first})
+    text = await w.reply(iid, "upload")
+    assert "upload" in text.lower()
+    [job] = await w.jobs()
+    assert job.state == "failed" and job.notified_at is not None
+    assert [row.kind for row in await w.ledger()] == ["reserve", "release"]
+    assert w.sim.stats.submits == 0
+    # The reply said it: no progress message and no public failure notice pinging the member too.
+    assert w.channel_messages() == []

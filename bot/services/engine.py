@@ -152,7 +152,7 @@ class Engine:
         elif report.polled:
             self._trouble = None
         await self.deliverer.tick()
-        await self.reporter.report(self._trouble)
+        await self.reporter.report(self._trouble, self._uploading)
 
     # ---- creating jobs -----------------------------------------------------------------------
 
@@ -191,7 +191,8 @@ class Engine:
                     if image is not None and name not in uuids:
                         uuids[name] = await self.client.upload_image(image.data_uri())
             except RunwareError as exc:
-                await self.store.abandon(job.id, f"The image upload failed: {exc.user_message}")
+                # The command's own reply tells the member (raised below); no public notice as well.
+                await self.store.abandon(job.id, f"The image upload failed: {exc.user_message}", told=True)
                 if isinstance(exc, (AuthError, BalanceError)):
                     await self._runware_refused(exc)
                     raise RunwareUnavailable(self._paused_message()) from None

@@ -242,9 +242,20 @@ class JobStore:
 
     complete = finish  # the engine's name: complete(job_id, state=..., error=..., cost_micro=...)
 
-    async def abandon(self, job_id: int, error: str) -> bool:
-        """Failed before Runware took it (upload refused, submit rejected): failed, released."""
-        return await self.finish(job_id, "failed", error, None)
+    async def abandon(self, job_id: int, error: str, *, told: bool = False) -> bool:
+        """Failed before Runware took it (upload refused, submit rejected): failed, released. With
+        ``told`` the member already heard it from the command's own reply, so in the same
+        transaction the job counts as notified and no public notice follows."""
+        done = await self.db.run_tx(self._abandon, job_id, error, told, self.clock.now())
+        if done:
+            failpoints.hit("after_settle")
+        return done
+
+    def _abandon(self, c: Conn, job_id: int, error: str, told: bool, now: float) -> bool:
+        done = self._finish(c, job_id, "failed", error, None, 0, now)
+        if done and told:
+            q.mark_notified(c, job_id, now, None)
+        return done
 
     async def time_out(self, job_id: int, error: str) -> bool:
         """Past the deadline: timed_out; the reserve stays open for a late cost."""

@@ -41,8 +41,10 @@ class ProgressReporter:
             self._medians[key] = await self.store.median_duration(*key)
         return self._medians[key]
 
-    async def report(self, note: str | None) -> None:
-        """``note`` is shown on every message (e.g. "Runware is not answering, retrying")."""
+    async def report(self, note: str | None, uploading: frozenset[str] | set[str] = frozenset()) -> None:
+        """``note`` is shown on every message (e.g. "Runware is not answering, retrying"). Jobs whose
+        frames this process is still uploading (``uploading``: taskUUIDs) are not shown yet: the
+        command that creates them answers first, and says so itself if the upload fails."""
         now = self.clock.now()
         interval = self.cfg.progress.min_edit_interval_s
         # A cheap (id, state) scan picks the jobs whose phase changed or whose interval passed; only
@@ -64,8 +66,8 @@ class ProgressReporter:
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # rendering hundreds of embeds must not hold the loop
             phase = job.state
-            if phase not in ("queued", "submitted", "processing"):
-                continue  # finished since the scan
+            if phase not in ("queued", "submitted", "processing") or job.task_uuid in uploading:
+                continue  # finished since the scan, or not created yet as far as the member knows
             self._last_report[job.id] = (phase, now)
             if not sink_handles(self.sink, job):
                 continue  # another process's job: its own sink shows it
