@@ -114,10 +114,6 @@ class DiscordConfig(_Section):
 
     _api_base_url = field_validator("api_base_url")(_secure_endpoint)
 
-    @property
-    def is_default_api(self) -> bool:
-        return self.api_base_url.rstrip("/") == "https://discord.com/api/v10"
-
 
 class RunwareConfig(_Section):
     api_url: str = "https://api.runware.ai/v1"

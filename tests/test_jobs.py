@@ -41,7 +41,7 @@ class Env:
                                               "monthly_usd": "unlimited", "guild_monthly_usd": "unlimited",
                                               "global_daily_usd": "unlimited"})
         self.quotas = Quotas(db, limits, UTC_ZONE, clock)
-        self.store = JobStore(db, self.quotas, clock, UTC_ZONE, late_window_s=3600)
+        self.store = JobStore(db, self.quotas, clock, UTC_ZONE)
 
     async def create(self, member: Member = ALICE, variations: int = 2, **kw):
         return await self.store.create(
@@ -190,15 +190,12 @@ async def test_timeout_keeps_reserve_until_late_cost_or_window(env):
     assert await env.kinds(late.id) == {"reserve": 1, "settle": 1}
     assert [j.id for j in await env.store.undelivered()] == [late.id]
     assert not await env.store.finish(late.id, "succeeded", None, 300_000)
-    assert not await env.store.settle_late(late.id, 1)
+    assert not await env.store.expire(late.id)  # settled: nothing left to release
 
     never = await env.create()
     await env.submit(never.id)
     await env.store.time_out(never.id, "too slow")
-    assert await env.store.close_late_window() == []
-    env.clock.advance(3601)
-    assert await env.store.close_late_window() == [never.id]
-    assert await env.store.close_late_window() == []
+    assert await env.store.expire(never.id)  # the poller calls this once the late window has passed
     assert not await env.store.expire(never.id)
     assert await env.kinds(never.id) == {"reserve": 1, "release": 1}
     assert await env.store.at_runware() == []
@@ -206,8 +203,8 @@ async def test_timeout_keeps_reserve_until_late_cost_or_window(env):
     cost_later = await env.create()
     await env.submit(cost_later.id)
     await env.store.time_out(cost_later.id, "too slow")
-    assert await env.store.settle_late(cost_later.id, 650_000)
-    assert not await env.store.settle_late(cost_later.id, 650_000)
+    assert await env.store.finish(cost_later.id, "failed", None, 650_000)  # billed, no video
+    assert not await env.store.finish(cost_later.id, "failed", None, 650_000)
     assert not await env.store.expire(cost_later.id)
     assert await env.store.settled_cost(cost_later.id) == 650_000
 

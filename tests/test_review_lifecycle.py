@@ -179,3 +179,21 @@ async def test_a_cancel_while_waiting_for_a_submit_slot_is_never_sent(world, sim
     assert sim.stats.submits == 0
     assert (await engine.store.get(job.id)).state == "cancelled"
     assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
+
+
+async def test_a_timed_out_job_without_a_cost_is_released_when_its_late_window_closes(world, sim):
+    """The poller keeps asking quietly for late_result_window_s after the time-out, then releases
+    the reserve and stops polling."""
+    engine, clock, sink = world
+    job = await create(engine)
+    await engine.tick()
+    clock.advance(DEADLINE + 1)
+    await engine.tick()
+    assert (await engine.store.get(job.id)).state == "timed_out"
+    clock.advance(999)                        # inside the 1000 s window: still open
+    await engine.tick()
+    assert await kinds(engine, job.id) == {"reserve": 1}
+    clock.advance(10)                         # past it, and due for its next poll
+    await engine.tick()
+    assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
+    assert await engine.store.at_runware() == []

@@ -84,7 +84,7 @@ async def opened(cfg: Config, *, must_exist: bool = True) -> AsyncIterator[Ops]:
         clock = Clock()
         tz = cfg.progress.tz
         quotas = Quotas(db, cfg.limits, tz, clock)
-        store = JobStore(db, quotas, clock, tz, late_window_s=cfg.runware.late_result_window_s)
+        store = JobStore(db, quotas, clock, tz)
         yield Ops(cfg, db, clock, quotas, store, Moderation(db, cfg, clock), Usage(db, cfg, clock))
     finally:
         await db.close()

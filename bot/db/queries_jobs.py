@@ -216,12 +216,6 @@ def insert_result(
 
 
 @query
-def get_result(c: Conn, result_id: int) -> ResultRecord | None:
-    row = c.fetchone("SELECT * FROM results WHERE id = ?", (result_id,))
-    return ResultRecord.from_row(row) if row else None
-
-
-@query
 def results_for_job(c: Conn, job_id: int) -> list[ResultRecord]:
     rows = c.fetchall("SELECT * FROM results WHERE job_id = ? ORDER BY id", (job_id,))
     return [ResultRecord.from_row(r) for r in rows]
@@ -350,19 +344,6 @@ def unnotified_jobs(c: Conn, limit: int) -> list[JobRecord]:
                    AND state IN ('succeeded', 'failed', 'timed_out', 'cancelled')
                ORDER BY id LIMIT ?""",
             (limit,),
-        )
-    )
-
-
-@query
-def late_window_closed(c: Conn, before: float) -> list[JobRecord]:
-    """Timed-out / cancelled-after-submit jobs whose cost never came and whose window has closed."""
-    return _jobs(
-        c.fetchall(
-            f"""SELECT * FROM jobs j WHERE j.state IN ('timed_out', 'cancelled')
-                    AND j.submitted_at IS NOT NULL AND j.finished_at < ? AND NOT EXISTS ({_FINAL_ROW})
-                ORDER BY j.id""",
-            (before,),
         )
     )
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, fields
-from typing import Any, Literal
-
-JobState = Literal["queued", "submitted", "processing", "succeeded", "failed", "timed_out", "cancelled"]
-LedgerKind = Literal["reserve", "settle", "release", "credit", "refund"]
+from typing import Any
 
 ACTIVE_STATES: tuple[str, ...] = ("queued", "submitted", "processing")
 AT_RUNWARE_STATES: tuple[str, ...] = ("submitted", "processing")
@@ -58,11 +55,6 @@ class JobRecord:
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
-
-    @property
-    def is_terminal(self) -> bool:
-        """Created from the command line (guild 0)."""
-        return self.guild_id == 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRecord:

@@ -29,7 +29,7 @@ from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
 from bot.services.poller import Poller
 from bot.services.progress import JobSink
-from bot.services.quotas import Member, Quotas
+from bot.services.quotas import RUNWARE_PAUSED_MESSAGE, Member, Quotas
 from bot.services.reporter import ProgressReporter
 from bot.services.webhooks import WebhookReceiver, webhook_settings
 
@@ -195,7 +195,7 @@ class Engine:
                 await self.store.abandon(job.id, f"The image upload failed: {exc.user_message}", told=True)
                 if isinstance(exc, (AuthError, BalanceError)):
                     await self._runware_refused(exc)
-                    raise RunwareUnavailable(self._paused_message()) from None
+                    raise RunwareUnavailable(RUNWARE_PAUSED_MESSAGE) from None
                 raise UserFacingError(f"The image upload to Runware failed: {exc.user_message}") from None
             if uuids:
                 await self.store.set_image_uuids(job.id, uuids)
@@ -248,9 +248,6 @@ class Engine:
         return await queue.queue_position(self.db, job_id)
 
     # ---- submitting ----------------------------------------------------------------------------
-
-    def _paused_message(self) -> str:
-        return "Generation is paused: the bot's Runware account needs attention. Please try again later."
 
     async def _runware_refused(self, exc: RunwareError) -> None:
         """401/402 from Runware: pause every submission bot-wide and alert the operator (at most

@@ -4,8 +4,8 @@ failpoint, so a process killed right after any of them resumes from the database
 
 Money rules applied by ``finish``: a known cost settles (a failure billed 0 releases instead); an
 unknown cost releases, except for jobs that may still be billed (timed out, or cancelled after they
-were submitted): their reserve stays open until a late ``finish``/``settle_late`` brings the cost,
-or ``expire``/``close_late_window`` releases it.
+were submitted): their reserve stays open until a late ``finish`` brings the cost, or ``expire``
+(the poller, once the late window has passed) releases it.
 """
 
 from __future__ import annotations
@@ -53,14 +53,12 @@ class JobStore:
         clock: Clock,
         tz: tzinfo,
         *,
-        late_window_s: float = 86400.0,
         run_id: str = queue.RUN_ID,
     ) -> None:
         self.db = db
         self.quotas = quotas
         self.clock = clock
         self.tz = tz
-        self.late_window_s = late_window_s
         self.run_id = run_id
 
     # ---- creation (the reserve) --------------------------------------------------------------------
@@ -261,32 +259,12 @@ class JobStore:
         """Past the deadline: timed_out; the reserve stays open for a late cost."""
         return await self.finish(job_id, "timed_out", error, None)
 
-    async def settle_late(self, job_id: int, cost_micro: int) -> bool:
-        """A timed-out or cancelled job's cost arrived after it was finished: settle it, once."""
-        done = await self.db.run_tx(self._settle_late, job_id, cost_micro, self.clock.now())
-        if done:
-            failpoints.hit("after_settle")
-        return done
-
-    def _settle_late(self, c: Conn, job_id: int, cost_micro: int, now: float) -> bool:
-        job = q.get_job(c, job_id)
-        if job is None or not job.is_final:
-            return False
-        if cost_micro > 0 or job.state == "succeeded":
-            return _ledger(c, job, "settle", cost_micro, "late cost", now) is not None
-        return _ledger(c, job, "release", job.estimate_micro, "billed nothing", now) is not None
-
     async def expire(self, job_id: int) -> bool:
         """Close one job's late window: release its still-open reserve. False if nothing was open."""
         return await self.db.run_tx(self._expire, [job_id], self.clock.now()) == [job_id]
 
-    async def close_late_window(self) -> list[int]:
-        """Release the reserves of jobs whose late window passed without a cost. Returns their ids."""
-        now = self.clock.now()
-        return await self.db.run_tx(self._expire, None, now, now - self.late_window_s)
-
-    def _expire(self, c: Conn, job_ids: list[int] | None, now: float, before: float = 0.0) -> list[int]:
-        jobs = q.get_jobs(c, job_ids) if job_ids is not None else q.late_window_closed(c, before)
+    def _expire(self, c: Conn, job_ids: list[int], now: float) -> list[int]:
+        jobs = q.get_jobs(c, job_ids)
         released = []
         for job in jobs:  # a job already settled or released is skipped by the unique index
             if job.is_final and _ledger(c, job, "release", job.estimate_micro, "no cost reported", now):

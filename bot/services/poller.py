@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.config import Config
-from bot.db.records import JobRecord
+from bot.db.records import AT_RUNWARE_STATES, JobRecord
 from bot.runware.client import RunwareClient
 from bot.runware.errors import AuthError, BalanceError, RunwareError, error_for
 from bot.runware.models import TaskError, TaskStatus
@@ -17,7 +17,6 @@ from bot.services.jobs import JobStore
 
 log = logging.getLogger("bot.poller")
 
-AT_RUNWARE = ("submitted", "processing")
 
 
 @dataclass
@@ -78,8 +77,9 @@ class Poller:
         return report
 
     async def _postpone(self, due: list[JobRecord], now: float) -> None:
-        for job in due:
-            await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
+        # One write for the whole round, as after a successful poll (1,000 jobs must not mean
+        # 1,000 database hops every interval while Runware is down).
+        await self.store.mark_polled([job.id for job in due], now + self.cfg.runware.poll_interval_s)
 
     async def apply(self, job: JobRecord, status: TaskStatus, now: float, *, reschedule: bool = True) -> bool:
         """Record what a getResponse said about one job (its full state). Returns True when the job
@@ -93,9 +93,10 @@ class Poller:
         if not complete:
             if job.state == "submitted" and (status.processing or status.results):
                 await self.store.mark_processing(job.id)
-            if job.state in AT_RUNWARE and now - (job.submitted_at or job.created_at) > self.cfg.runware.job_deadline_s:
+            at_runware = job.state in AT_RUNWARE_STATES
+            if at_runware and now - (job.submitted_at or job.created_at) > self.cfg.runware.job_deadline_s:
                 await self.store.time_out(job.id, "Runware did not finish this video in time.")
-            elif job.state not in AT_RUNWARE and (
+            elif not at_runware and (
                 now - (job.finished_at or job.created_at) > self.cfg.runware.late_result_window_s
             ):
                 # A timed-out or cancelled job whose cost never came: stop polling and release. The

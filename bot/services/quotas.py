@@ -24,6 +24,10 @@ from bot.services.clock import (
     next_month_start,
 )
 
+RUNWARE_PAUSED_MESSAGE = (
+    "Video generation is paused for now: the bot's Runware account needs attention. "
+    "The operator has been told; please try again later."
+)
 RUNWARE_PAUSE_KEY = "runware_pause"  # kv: the reason, while Runware refuses our key or balance
 BUDGET_WARN_LEVELS = (80, 100)
 
@@ -169,10 +173,7 @@ class Quotas:
             raise LimitExceeded("pause", f"Video generation is paused on this server{why}.")
         paused = q.kv_get(c, RUNWARE_PAUSE_KEY)
         if paused is not None:
-            raise RunwareUnavailable(
-                "Video generation is paused for now: the bot's Runware account needs attention. "
-                "The operator has been told; please try again later."
-            )
+            raise RunwareUnavailable(RUNWARE_PAUSED_MESSAGE)
 
     def check_place(self, c: Conn, member: Member, channel_id: int, blocklist_text: str | None) -> None:
         """Generation channels, then the blocklist (against prompt + negative prompt)."""
