@@ -1,12 +1,12 @@
 """`klingbot generate` end to end in subprocesses: the sandbox (in-process simulator) and a
 separate `klingbot simulator` process, checking the files written and the --json line."""
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from PIL import Image
@@ -80,13 +80,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_generate_against_a_separate_simulator_process(tmp_path):
+@contextlib.contextmanager
+def simulator_process(api_key):
+    """`klingbot simulator` as its own process; yields its port once it listens."""
     port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", str(port), "--api-key", "k-123",
+    sim = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", str(port), "--api-key", api_key,
                             "--speed", "50"], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     try:
         assert "Runware simulator at" in sim.stdout.readline()
+        yield port
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+
+
+def test_generate_against_a_separate_simulator_process(tmp_path):
+    with simulator_process("k-123") as port:
         (tmp_path / "config.toml").write_text(
             f'[runware]\napi_url = "http://127.0.0.1:{port}/v1"\ndownload_hosts = ["127.0.0.1"]\n'
             "first_poll_after_s = 0.2\npoll_interval_s = 0.2\n"
@@ -102,17 +112,13 @@ def test_generate_against_a_separate_simulator_process(tmp_path):
         bad = run_cli("generate", "--json", "a lighthouse", cwd=tmp_path, env=cli_env(RUNWARE_API_KEY="nope-999"))
         assert bad.returncode == 1
         assert "nope-999" not in bad.stdout + bad.stderr
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
 
 
 def test_missing_key_without_sandbox_is_a_clear_error(tmp_path):
     proc = run_cli("generate", "a fox", cwd=tmp_path)
     assert proc.returncode == 1
     assert "RUNWARE_API_KEY" in proc.stderr
-    assert not (tmp_path / "data").exists() or True
-    _ = time  # keep import for symmetry with other CLI tests
+    assert not (tmp_path / "data").exists()  # refused before any database was opened
 
 
 def test_a_result_withheld_by_the_content_check_is_reported_not_silent(tmp_path):
@@ -128,12 +134,7 @@ def test_a_result_withheld_by_the_content_check_is_reported_not_silent(tmp_path)
 
 
 def test_a_video_that_could_not_be_downloaded_is_reported_with_its_link(tmp_path):
-    port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", str(port), "--api-key", "k-1",
-                            "--speed", "50"], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
-    try:
-        assert "Runware simulator at" in sim.stdout.readline()
+    with simulator_process("k-1") as port:
         # download_hosts left at its default (*.runware.ai): the simulator's 127.0.0.1 links are refused.
         (tmp_path / "config.toml").write_text(
             f'[runware]\napi_url = "http://127.0.0.1:{port}/v1"\nfirst_poll_after_s = 0.2\npoll_interval_s = 0.2\n'
@@ -144,9 +145,6 @@ def test_a_video_that_could_not_be_downloaded_is_reported_with_its_link(tmp_path
         assert line["videos"] == []
         assert line["error"] and f"http://127.0.0.1:{port}/video/" in line["error"]
         assert proc.returncode == 1
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
 
 
 def test_simulator_command_prints_its_url_once_it_listens(tmp_path):
