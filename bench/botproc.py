@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from bot.app import KlingBot, run_bot
     from bot.config import load_config
+    from bot.discordbot.app import KlingBot, run_bot
 
     imported = time.time()
     db_times = _time_database_thread() if args.db_profile else None

@@ -1,4 +1,4 @@
-"""edits: many jobs in ONE channel through the real bot (started as tests/discord_harness starts it:
+"""edits: many jobs in ONE channel through the real bot (started as tests/fakes/world starts it:
 run_bot, login, gateway, setup_hook, engine) against a fake Discord that enforces Discord's message
 limit of 5 writes per 5 s per channel. Every 429 the fake answers is counted; every job's final
 message is checked as a member would see it."""
@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import UNLIMITED, BenchSimulator, ScenarioResult
-from bot.app import PACE_LIMIT, PACE_WINDOW_S
 from bot.db.records import JobRecord
-from tests.discord_harness import SIM_KEY as HARNESS_KEY
-from tests.discord_harness import BotWorld
+from bot.discordbot.app import PACE_LIMIT, PACE_WINDOW_S
 from tests.fakes.discord import Message
+from tests.fakes.world import SIM_KEY as HARNESS_KEY
+from tests.fakes.world import BotWorld
 
 NAME = "edits"
 CHANNEL_LIMIT = (5, 5.0)

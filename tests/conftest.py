@@ -1,4 +1,4 @@
 """Shared fixtures: `world` is a started fake Discord + simulator + the real bot on a temp database
-(tests/discord_harness.py)."""
+(tests/fakes/world.py)."""
 
-from tests.discord_harness import world  # noqa: F401  (a fixture, found by name)
+from tests.fakes.world import world  # noqa: F401  (a fixture, found by name)

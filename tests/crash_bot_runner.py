@@ -1,4 +1,4 @@
-"""The real bot (bot.app.run_bot) in a process of its own, for the crash tests:
+"""The real bot (bot.discordbot.app.run_bot) in a process of its own, for the crash tests:
 
     python -m tests.crash_bot_runner CONFIG_TOML [--debug]
 
@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.app import KlingBot, run_bot
 from bot.config import load_config
+from bot.discordbot.app import KlingBot, run_bot
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord

@@ -21,8 +21,8 @@ from bot.db import open_database
 from bot.db import queries as q
 from bot.simulator.server import Simulator, run_simulator
 from tests.crash_bot_runner import BotProcess
-from tests.discord_harness import eventually, image_bytes
 from tests.fakes.discord import FakeDiscord, Message, Seed
+from tests.fakes.world import eventually, image_bytes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

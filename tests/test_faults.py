@@ -22,7 +22,7 @@ from bot.services import delivery, engine
 from bot.services.clock import SystemClock
 from bot.services.jobs import JobStore
 from bot.services.quotas import Member, Quotas
-from tests.discord_harness import SIM_KEY, BotWorld, eventually, started_world
+from tests.fakes.world import SIM_KEY, BotWorld, eventually, started_world
 
 PRICE_5S = 350_000
 OPS_CHANNEL = 777_000_000_000_000_001

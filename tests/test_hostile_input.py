@@ -19,7 +19,7 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.db import queries as q
-from tests.discord_harness import BotWorld, image_bytes, started_world
+from tests.fakes.world import BotWorld, image_bytes, started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

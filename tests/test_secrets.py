@@ -21,8 +21,8 @@ from aiohttp import web
 
 from bot.simulator.server import run_simulator
 from tests.crash_bot_runner import ROOT, BotProcess
-from tests.discord_harness import BotWorld, image_bytes, started_world
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.world import BotWorld, image_bytes, started_world
 
 OPS_CHANNEL = 990_000_000_000_000_001
 

@@ -14,7 +14,6 @@ import asyncio
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 from pydantic import SecretStr
@@ -22,40 +21,12 @@ from pydantic import SecretStr
 from bot.config import Config, ConfigError, load_config, resolve_config_path
 from bot.db import open_database
 from bot.db.connection import Conn, load_migrations
+from bot.discordbot.invite import INVITE_PERMISSIONS, invite_url
 from bot.errors import UserFacingError
 from bot.runware.client import RunwareClient
 from bot.runware.errors import AuthError, BalanceError, RunwareError, TransportError
 
 CHECK_TIMEOUT_S = 15.0
-INVITE_BASE = "https://discord.com/oauth2/authorize"
-INVITE_SCOPES = ("bot", "applications.commands")
-# The channel permissions the bot uses, as discord.Permissions attribute names: see the channel
-# (View Channel), post progress and results (Send Messages, also in threads), the result embed
-# (Embed Links), the video files (Attach Files), and fetch its own progress message again to edit
-# it after a restart (Read Message History). Nothing else: no admin, no manage permissions.
-INVITE_PERMISSIONS = (
-    "view_channel",
-    "send_messages",
-    "send_messages_in_threads",
-    "embed_links",
-    "attach_files",
-    "read_message_history",
-)
-
-
-def invite_permissions() -> int:
-    """The permissions bitfield for the invite URL."""
-    import discord  # the CLI may use discord.py; only for the flag values
-
-    return discord.Permissions(**{name: True for name in INVITE_PERMISSIONS}).value
-
-
-def invite_url(application_id: int | str) -> str:
-    query = urlencode({"client_id": str(application_id), "scope": " ".join(INVITE_SCOPES),
-                       "permissions": str(invite_permissions())})
-    return f"{INVITE_BASE}?{query}"
-
-
 class Doctor:
     def __init__(self, secrets: list[SecretStr | None] | None = None) -> None:
         self.failures: list[str] = []

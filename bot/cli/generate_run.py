@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bot.cli.generate import resolve_from_args
+from bot.cli.generate_request import resolve_from_args
 from bot.config import Config, micro_to_usd
 from bot.db.connection import open_database
 from bot.db.records import JobRecord

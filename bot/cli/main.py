@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from bot.config import ASPECTS, OUTPUT_FORMATS, ConfigError
 from bot.errors import UserFacingError
 
-log = logging.getLogger("bot")
+log = logging.getLogger(__name__)
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
@@ -134,13 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # httpx logs every request at INFO; the poller would drown the useful lines.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     module_name, func_name = HANDLERS[args.command].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        print(f"klingbot {args.command}: not built yet", file=sys.stderr)
-        return 1
+    module = importlib.import_module(module_name)  # one command's imports only: `health` stays fast
     try:
         return int(getattr(module, func_name)(args) or 0)
     except ConfigError as exc:

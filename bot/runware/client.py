@@ -38,7 +38,7 @@ from bot.runware.models import (
     split_response,
 )
 
-log = logging.getLogger("bot.runware")
+log = logging.getLogger(__name__)
 
 Tasks = list[dict[str, Any]]
 

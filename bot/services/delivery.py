@@ -16,7 +16,7 @@ from bot.services.clock import Clock
 from bot.services.jobs import JobStore
 from bot.services.progress import JobSink, Outcome, ResultFile, sink_handles
 
-log = logging.getLogger("bot.delivery")
+log = logging.getLogger(__name__)
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 300.0

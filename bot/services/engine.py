@@ -33,7 +33,7 @@ from bot.services.quotas import RUNWARE_PAUSED_MESSAGE, Member, Quotas
 from bot.services.reporter import ProgressReporter
 from bot.services.webhooks import WebhookReceiver, webhook_settings
 
-log = logging.getLogger("bot.engine")
+log = logging.getLogger(__name__)
 
 PAUSE_PROBE_S = 60.0       # while Runware refuses the key or balance, check the key this often
 ALERT_EVERY_S = 3600.0     # repeat the operator alert at most this often

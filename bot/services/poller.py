@@ -15,7 +15,7 @@ from bot.runware.models import TaskError, TaskStatus
 from bot.services.clock import Clock
 from bot.services.jobs import JobStore
 
-log = logging.getLogger("bot.poller")
+log = logging.getLogger(__name__)
 
 
 

@@ -14,7 +14,7 @@ from bot.services.clock import Clock
 from bot.services.jobs import JobStore
 from bot.services.progress import JobSink, ProgressUpdate, sink_handles
 
-log = logging.getLogger("bot.reporter")
+log = logging.getLogger(__name__)
 
 STATS_REFRESH_S = 60.0  # how long a median duration (the progress estimate) is reused
 YIELD_EVERY = 25        # renders between two yields to the event loop

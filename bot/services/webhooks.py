@@ -37,7 +37,7 @@ from bot.runware.models import (
     split_response,
 )
 
-log = logging.getLogger("bot.webhooks")
+log = logging.getLogger(__name__)
 
 SECRET_ENV = "RUNWARE_WEBHOOK_SECRET"
 TOKEN_PARAM = "token"

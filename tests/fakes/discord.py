@@ -1,6 +1,6 @@
 """A fake Discord: a real aiohttp server on 127.0.0.1 standing in for Discord's REST API and gateway.
 
-discord.py's real ``Bot.start()`` path runs against it once ``bot.discord_net.point_discord_at``
+discord.py's real ``Bot.start()`` path runs against it once ``bot.discordbot.endpoints.point_discord_at``
 aimed discord.py at ``fake.api_base_url``. Tests build the world (guilds, channels, roles, members),
 drive members' actions (``send_slash``, ``click_button``) and assert what Discord received
 (``messages``, ``interaction_responses``, ``calls``), waiting with ``wait_for`` instead of sleeps.

@@ -1,0 +1,73 @@
+"""The request half of `klingbot generate`: the flags validated exactly as /video validates its
+options, and `--dry-run`, which prints the tasks and sends nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bot.config import Config, micro_to_usd
+from bot.errors import InvalidInput
+from bot.images import CheckedImage, check_frame_pair, check_image
+from bot.requests import ResolvedRequest, build_task, resolve_request
+from bot.runware.models import VideoInferenceTask, new_task_uuid
+
+
+def read_frame(path: str | None, field: str) -> CheckedImage | None:
+    if not path:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(
+            field, path, "a readable PNG, JPEG or WEBP file", f"cannot be read ({exc.strerror})"
+        ) from None
+    return check_image(data, field=field)
+
+
+def resolve_from_args(cfg: Config, args: argparse.Namespace) -> tuple[ResolvedRequest, CheckedImage | None,
+                                                                      CheckedImage | None]:
+    """Validate the flags exactly as /video validates its options (fields first, then frames)."""
+    first = read_frame(args.first_frame, "first_frame")
+    last = read_frame(args.last_frame, "last_frame")
+    if first and last:
+        check_frame_pair(first, last)
+    request = resolve_request(
+        cfg,
+        prompt=args.prompt,
+        model=args.model,
+        duration=args.duration,
+        aspect=args.aspect,
+        negative_prompt=args.negative,
+        cfg_scale=args.cfg,
+        variations=args.variations,
+        output_format=args.format,
+        quality=args.quality,
+        first_frame_size=(first.width, first.height) if first else None,
+        has_last_frame=last is not None,
+    )
+    return request, first, last
+
+
+def dry_run(cfg: Config, args: argparse.Namespace) -> int:
+    request, first, last = resolve_from_args(cfg, args)
+    task: VideoInferenceTask = build_task(
+        request,
+        task_uuid=new_task_uuid(),
+        runware=cfg.runware,
+        first_image=first.data_uri() if first else None,
+        last_image=last.data_uri() if last else None,
+    )
+    wire = task.to_wire()
+    if args.json:
+        print(json.dumps({"tasks": [wire]}))
+        return 0
+    spec = cfg.models[request.model_key]
+    print(
+        f"{spec.label}: {request.width}x{request.height}, {request.duration} s, "
+        f"{request.variations} variation(s), estimated {micro_to_usd(request.estimate_micro)}. "
+        "Dry run: nothing sent, nothing reserved."
+    )
+    print(json.dumps({"tasks": [wire]}, indent=2))
+    return 0

@@ -1,0 +1,151 @@
+"""/genadmin, the moderator console (SPEC 2.3). The subcommands live in admin_members.py (limits,
+money, bans) and admin_guild.py (pause, channels, blocklist, settings, usage, audit); this module
+owns the group, the run-time moderator check, the replies and the log channel, and the loop that
+posts budget warnings.
+
+Discord's ``default_permissions(manage_guild)`` only hides the command: a server may hand it to
+anyone. So every handler starts with ``await cog.begin(interaction)``, which checks again at run time
+(Manage Server, or the guild's moderator role) and gives the guild and the actor for the audit.
+"""
+
+# No `from __future__ import annotations`: discord.py reads the callbacks' annotations at runtime.
+
+import asyncio
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from bot.discordbot import render_admin
+from bot.discordbot.cogs import admin_guild, admin_members  # the two halves of the command tree
+from bot.discordbot.pacer import ROUTINE
+from bot.discordbot.permissions import is_moderator
+from bot.errors import NotPermitted, UserFacingError
+from bot.services.moderation import BudgetWarning, Change, Moderation
+from bot.services.usage import Usage
+
+log = logging.getLogger(__name__)
+
+BUDGET_CHECK_S = 30.0
+NO_MENTIONS = discord.AllowedMentions.none()
+REFUSAL = ("Only moderators can use /genadmin: it needs the Manage Server permission or this "
+           "server's moderator role.")
+class AdminCog(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        self._mod: Moderation | None = None
+        self._usage: Usage | None = None
+        self.group = app_commands.Group(
+            name="genadmin", description="Moderate video generation on this server", guild_only=True,
+            default_permissions=discord.Permissions(manage_guild=True),
+        )
+        admin_members.add_commands(self.group, self)
+        admin_guild.add_commands(self.group, self)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.group, override=True)
+        if getattr(self.bot, "db", None) is not None:  # not when only registering commands
+            self.budget_loop.start()
+
+    async def cog_unload(self) -> None:
+        self.budget_loop.cancel()
+        self.bot.tree.remove_command(self.group.name)
+
+    # ---- services --------------------------------------------------------------------------------
+
+    def _db(self) -> Any:
+        db = getattr(self.bot, "db", None)
+        if db is None or not getattr(self.bot, "accepting_commands", False):
+            raise UserFacingError("The bot is restarting; please try again in a minute.")
+        return db
+
+    @property
+    def mod(self) -> Moderation:
+        if self._mod is None:
+            self._mod = Moderation(self._db(), self.bot.cfg, getattr(self.bot, "clock", None))
+        return self._mod
+
+    @property
+    def usage(self) -> Usage:
+        if self._usage is None:
+            self._usage = Usage(self._db(), self.bot.cfg, getattr(self.bot, "clock", None))
+        return self._usage
+
+    # ---- what every handler does -----------------------------------------------------------------
+
+    async def begin(self, interaction: discord.Interaction) -> tuple[int, str]:
+        """The run-time moderator check; (guild id, audit actor) when it passes."""
+        db = self._db()
+        if interaction.guild_id is None or not await is_moderator(db, interaction):
+            log.info("user %s refused /genadmin in guild %s", interaction.user.id, interaction.guild_id)
+            raise NotPermitted(REFUSAL)
+        return interaction.guild_id, f"discord:{interaction.user.id}"
+
+    async def say(self, interaction: discord.Interaction, content: str | None = None, **kwargs: Any) -> None:
+        await interaction.response.send_message(content, ephemeral=True, allowed_mentions=NO_MENTIONS,
+                                                **kwargs)
+
+    async def done(self, interaction: discord.Interaction, change: Change) -> None:
+        """Confirm to the moderator, then tell the log channel."""
+        await self.say(interaction, render_admin.change_reply(change))
+        self.announce_change(change)
+
+    def announce_change(self, change: Change) -> None:
+        self.announce(change.log_channel_id, render_admin.log_line(change))
+
+    def announce(self, channel_id: int | None, text: str) -> asyncio.Future[Any] | None:
+        """Post ``text`` in ``channel_id``, best effort and paced with the bot's other writes there.
+        Returns the future of the post (tests wait on the message itself)."""
+        if not channel_id:
+            return None
+        channel = self.bot.get_partial_messageable(channel_id)
+
+        async def send() -> discord.Message:
+            return await channel.send(content=text, allowed_mentions=NO_MENTIONS)
+
+        sink = getattr(self.bot, "sink", None)
+        try:
+            future = (sink.pacer.submit(channel_id, send, priority=ROUTINE) if sink is not None
+                      else asyncio.ensure_future(send()))
+        except RuntimeError:  # the pacer closed: the bot is shutting down
+            log.info("not posting in log channel %s: shutting down", channel_id)
+            return None
+        future.add_done_callback(lambda f: _log_post_failure(f, channel_id))
+        return future
+
+    # ---- budget warnings -------------------------------------------------------------------------
+
+    async def post_budget_warnings(self) -> list[BudgetWarning]:
+        """Check every guild's month spend against its budget; post the 80% / 100% warnings due."""
+        warnings = await self.mod.check_budget_warnings()
+        for warning in warnings:
+            log.info("guild %s reached %d%% of its budget", warning.guild_id, warning.level)
+            self.announce(warning.channel_id, render_admin.budget_warning_line(warning))
+        return warnings
+
+    @tasks.loop(seconds=BUDGET_CHECK_S)
+    async def budget_loop(self) -> None:
+        if self.bot.is_closed() or not getattr(self.bot, "accepting_commands", False):
+            return
+        try:
+            await self.post_budget_warnings()
+        except Exception:  # the loop must survive a bad tick (a locked database, a closing bot)
+            log.exception("budget warning check failed; trying again in %.0f s", BUDGET_CHECK_S)
+
+    @budget_loop.before_loop
+    async def _before_budget_loop(self) -> None:
+        await self.bot.wait_until_ready()
+
+
+def _log_post_failure(future: "asyncio.Future[Any]", channel_id: int) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.warning("could not post in log channel %s: %r", channel_id, exc)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(AdminCog(bot))

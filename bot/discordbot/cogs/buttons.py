@@ -1,0 +1,251 @@
+"""The buttons on job messages (SPEC 2.3): Re-roll, Details and Delete on a finished job, Cancel
+while it is queued or running.
+
+They are persistent with no state in memory: each button is a ``DynamicItem`` whose custom id
+carries the action and the job id (``klingbot:reroll:42``), registered once when the cog loads, so
+a button on a message posted by an earlier process works the same. The only memory is the re-roll
+debounce, which is UX, not correctness (the reserve transaction guards the quotas).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.ext import commands
+
+from bot.config import micro_to_usd
+from bot.db.records import ACTIVE_STATES, JobRecord
+from bot.discordbot import render_job
+from bot.discordbot.cogs.errors import report_error
+from bot.discordbot.interactions import PROGRESS_LINK_WAIT_S, member_of, missing_permissions
+from bot.discordbot.permissions import is_moderator
+from bot.discordbot.render_member import details_embed
+from bot.errors import NotPermitted, UserFacingError
+from bot.services.progress import ProgressUpdate
+
+if TYPE_CHECKING:
+    from bot.discordbot.app import KlingBot
+
+log = logging.getLogger(__name__)
+
+COG_NAME = "Buttons"
+TEMPLATE = r"klingbot:(?P<action>reroll|details|delete|cancel):(?P<job>[0-9]{1,19})"
+DEBOUNCE_S = 5.0  # a second Re-roll click by the same member on the same job within this does nothing
+_DEBOUNCE_KEEP = 1000  # entries kept before old ones are swept
+
+# action -> (label, style, emoji)
+BUTTONS: dict[str, tuple[str, discord.ButtonStyle, str]] = {
+    "reroll": ("Re-roll", discord.ButtonStyle.primary, "🔁"),
+    "details": ("Details", discord.ButtonStyle.secondary, "ℹ️"),
+    "delete": ("Delete", discord.ButtonStyle.danger, "🗑️"),
+    "cancel": ("Cancel", discord.ButtonStyle.danger, "✖️"),
+}
+STAGES: dict[str, tuple[str, ...]] = {
+    "progress": ("cancel",),
+    "result": ("reroll", "details", "delete"),
+    "failure": ("reroll", "details"),
+}
+
+
+def custom_id(action: str, job_id: int) -> str:
+    return f"klingbot:{action}:{job_id}"
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
+    """One button of one job; rebuilt from its custom id on every click."""
+
+    def __init__(self, action: str, job_id: int) -> None:
+        label, style, emoji = BUTTONS[action]
+        super().__init__(discord.ui.Button(label=label, style=style, emoji=emoji,
+                                           custom_id=custom_id(action, job_id)))
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> JobButton:
+        return cls(match["action"], int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog = interaction.client.get_cog(COG_NAME)
+        try:
+            if not isinstance(cog, ButtonsCog):
+                raise UserFacingError("The bot is restarting; please try again in a minute.")
+            await cog.handle(self.action, interaction, self.job_id)
+        except Exception as exc:  # noqa: BLE001 - every failure is shown to the member (or logged as a bug)
+            await report_error(interaction, exc)
+
+
+def components_for(job: JobRecord, stage: str) -> discord.ui.View | None:
+    """The sink's hook: the buttons a job's message carries at ``stage``."""
+    actions = STAGES.get(stage, ())
+    if stage == "progress" and (job.cancel_requested or job.state not in ACTIVE_STATES):
+        actions = ()  # a cancel is under way (or over): nothing left to press
+    if not actions:
+        return None
+    view = discord.ui.View(timeout=None)
+    for action in actions:
+        view.add_item(JobButton(action, job.id))
+    return view
+
+
+# ---- helpers the member commands share -------------------------------------------------------------
+
+def ensure_ready(bot: KlingBot) -> None:
+    if not bot.accepting_commands or bot.engine is None or bot.db is None:
+        raise UserFacingError("The bot is restarting; please try again in a minute.")
+
+
+def model_label(bot: KlingBot, job: JobRecord) -> str:
+    spec = bot.cfg.models.get(job.model_key)
+    return spec.label if spec else job.model_key
+
+
+async def job_here(bot: KlingBot, interaction: discord.Interaction, job_id: int) -> JobRecord:
+    """The job, when it belongs to this server (in DMs: to this member)."""
+    assert bot.engine is not None
+    job = await bot.engine.store.get(job_id)
+    if job is not None:
+        if interaction.guild_id is not None and job.guild_id == interaction.guild_id:
+            return job
+        if interaction.guild_id is None and job.user_id == interaction.user.id:
+            return job
+    raise UserFacingError(f"There is no job #{job_id} here.")
+
+
+async def owner_or_moderator(bot: KlingBot, interaction: discord.Interaction, job: JobRecord) -> bool:
+    """True for the job's owner or a moderator (False for anyone else)."""
+    if job.user_id == interaction.user.id:
+        return True
+    assert bot.db is not None
+    return await is_moderator(bot.db, interaction)
+
+
+def _ephemeral_text(interaction: discord.Interaction, text: str) -> Any:
+    return interaction.edit_original_response(content=text, allowed_mentions=discord.AllowedMentions.none())
+
+
+class ButtonsCog(commands.Cog, name=COG_NAME):
+    def __init__(self, bot: KlingBot) -> None:
+        self.bot = bot
+        self._clicks: dict[tuple[int, int], float] = {}  # (user, job) -> monotonic time of a re-roll
+        self._handlers = {"reroll": self.reroll, "details": self.details, "delete": self.delete,
+                          "cancel": self.cancel}
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(JobButton)
+        self.bot.components_for = components_for
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(JobButton)
+        self.bot.components_for = None
+
+    async def handle(self, action: str, interaction: discord.Interaction, job_id: int) -> None:
+        await self._handlers[action](interaction, job_id)
+
+    # ---- Re-roll ---------------------------------------------------------------------------------
+
+    def _debounced(self, user_id: int, job_id: int) -> bool:
+        """True when this member clicked Re-roll on this job moments ago; records the click
+        otherwise. No await in here: two clicks handled concurrently cannot both pass."""
+        now = time.monotonic()
+        key = (user_id, job_id)
+        last = self._clicks.get(key)
+        if last is not None and now - last < DEBOUNCE_S:
+            return True
+        self._clicks[key] = now
+        if len(self._clicks) > _DEBOUNCE_KEEP:
+            self._clicks = {k: t for k, t in self._clicks.items() if now - t < DEBOUNCE_S}
+        return False
+
+    async def reroll(self, interaction: discord.Interaction, job_id: int) -> None:
+        bot = self.bot
+        if self._debounced(interaction.user.id, job_id):
+            await interaction.response.defer()  # acknowledged, nothing else happens
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        ensure_ready(bot)
+        assert bot.engine is not None and bot.sink is not None
+        if interaction.guild_id is None and not bot.cfg.discord.allow_dms:
+            raise NotPermitted("Re-roll works in a server channel, not in direct messages.")
+        if interaction.channel_id is None:
+            raise UserFacingError("This channel cannot be used for videos.")
+        if interaction.guild_id is not None:
+            missing = missing_permissions(interaction)
+            if missing:
+                raise NotPermitted(f"I cannot post a video in this channel: I am missing the "
+                                   f"{', '.join(missing)} permission(s) here.")
+        await job_here(bot, interaction, job_id)
+        job = await bot.engine.reroll(job_id, member_of(interaction), channel_id=interaction.channel_id,
+                                      upload_limit=interaction.filesize_limit or None)
+        log.info("job %s re-rolled as job %s by user %s", job_id, job.id, interaction.user.id)
+        message_id = await bot.sink.wait_progress_message(job.id, PROGRESS_LINK_WAIT_S)
+        where = (f"Progress: {render_job.jump_url(job.guild_id, job.channel_id, message_id)}" if message_id
+                 else f"Progress will appear in <#{job.channel_id}>.")
+        await _ephemeral_text(interaction, (
+            f"Re-rolling job #{job_id} as job #{job.id}. {where}\n"
+            f"Reserved {micro_to_usd(job.estimate_micro)} of your quota; "
+            "the cost settles to what Runware reports."))
+
+    # ---- Details ---------------------------------------------------------------------------------
+
+    async def details(self, interaction: discord.Interaction, job_id: int) -> None:
+        bot = self.bot
+        ensure_ready(bot)
+        assert bot.engine is not None
+        job = await job_here(bot, interaction, job_id)
+        store = bot.engine.store
+        results, money = await store.results(job.id), await store.money(job.id)
+        embed = details_embed(job, results, money, model_label(bot, job))
+        await interaction.response.send_message(embed=embed, ephemeral=True,
+                                                allowed_mentions=discord.AllowedMentions.none())
+
+    # ---- Delete ----------------------------------------------------------------------------------
+
+    async def delete(self, interaction: discord.Interaction, job_id: int) -> None:
+        bot = self.bot
+        ensure_ready(bot)
+        job = await job_here(bot, interaction, job_id)
+        if not await owner_or_moderator(bot, interaction, job):
+            raise NotPermitted(f"Only <@{job.user_id}>, who made job #{job.id}, or a moderator can "
+                               "delete it.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        message = interaction.message
+        if message is not None:
+            try:
+                await message.delete()
+            except discord.NotFound:
+                pass  # someone deleted it first
+        log.info("job %s: message %s deleted by user %s", job.id, message.id if message else None,
+                 interaction.user.id)
+        await _ephemeral_text(interaction, f"Deleted the message of job #{job.id}.")
+
+    # ---- Cancel ----------------------------------------------------------------------------------
+
+    async def cancel(self, interaction: discord.Interaction, job_id: int) -> None:
+        bot = self.bot
+        ensure_ready(bot)
+        assert bot.engine is not None and bot.sink is not None
+        job = await job_here(bot, interaction, job_id)
+        allowed = await owner_or_moderator(bot, interaction, job)
+        if not allowed:
+            raise NotPermitted(f"Only <@{job.user_id}>, who started job #{job.id}, or a moderator can "
+                               "cancel it.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcome = await bot.engine.cancel(job_id, member_of(interaction), is_moderator=allowed)
+        log.info("job %s: cancel asked by user %s (now %s)", job_id, interaction.user.id, outcome.job.state)
+        updated = outcome.job
+        if updated.state in ACTIVE_STATES:
+            # At Runware: the progress message says "Cancelling…" (and loses its button) now rather
+            # than at the engine's next progress round; the final line comes when the cost settles.
+            phase = updated.state
+            await bot.sink.progress(ProgressUpdate(job=updated, phase=phase, elapsed_s=0.0))  # type: ignore[arg-type]
+        await _ephemeral_text(interaction, outcome.message)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(ButtonsCog(bot))  # type: ignore[arg-type]

@@ -1,0 +1,396 @@
+"""The engine's JobSink for Discord: one progress message per job, edited in place, and a new
+final message per job (SPEC 3.4).
+
+Everything goes out with the bot token to ordinary channel messages (never the interaction token,
+which dies after 15 minutes), and every channel write goes through the per-channel pacer. The sink
+works from the job record alone, so after a restart it edits the progress message it posted before.
+Progress never blocks the engine: renders are queued, coalesced per job, and written when the
+message's minimum edit interval and the channel's pace allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import discord
+
+from bot.db.records import JobRecord
+from bot.discordbot import render_job
+from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer
+from bot.services.progress import DeliveryFailed, Outcome, ProgressUpdate
+
+if TYPE_CHECKING:
+    from bot.discordbot.app import KlingBot
+
+PRUNE_EVERY_S = 3600.0  # how often old downloaded videos are removed
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+MAX_FILES = 10
+UNKNOWN_CHANNEL = 10003
+UNKNOWN_MESSAGE = 10008
+TOO_LARGE = 40005
+# Network trouble between us and Discord: worth another try later.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+# (job, stage) -> the components for that message, or None for none. Stages: "progress" (while the
+# job runs), "result" (a delivered job), "failure" (the failure notice). Set by a cog (buttons).
+ComponentsFor = Callable[[JobRecord, str], "discord.ui.View | None"]
+
+
+@dataclass
+class _Track:
+    """What the sink remembers of one job's progress message (memory only; the record has the id)."""
+
+    channel_id: int
+    message_id: int | None
+    wanted: ProgressUpdate | None = None
+    shown: str | None = None
+    last_write: float = -math.inf
+    finished: bool = False
+    muted: bool = False  # the channel is gone or closed to the bot: no more progress there
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    posted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _is_lost_channel(exc: discord.HTTPException) -> bool:
+    """The channel is gone (404 10003) or closed to the bot (any 403)."""
+    if isinstance(exc, discord.Forbidden):
+        return True
+    return isinstance(exc, discord.NotFound) and exc.code == UNKNOWN_CHANNEL
+
+
+def _too_large(exc: discord.HTTPException) -> bool:
+    return exc.code == TOO_LARGE or exc.status == 413
+
+
+class DiscordSink:
+    def __init__(self, bot: KlingBot, *, pacer: ChannelPacer | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.bot = bot
+        self.cfg = bot.cfg
+        self.pacer = pacer or ChannelPacer()
+        self._clock = clock
+        self._tracks: dict[int, _Track] = {}
+        self.components_for: ComponentsFor | None = None
+        self._pruned_at = -PRUNE_EVERY_S
+
+    # ---- JobSink: files ------------------------------------------------------------------------
+
+    def handles(self, job: JobRecord) -> bool:
+        """Jobs from Discord (they have a channel); `klingbot generate` shows its own (channel 0)."""
+        return job.channel_id != 0
+
+    def download_cap(self, job: JobRecord) -> int:
+        """The interaction's upload limit, else the guild's, else Discord's default for bots."""
+        if job.upload_limit:
+            return int(job.upload_limit)
+        guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
+        if guild is not None and guild.filesize_limit:
+            return int(guild.filesize_limit)
+        return DEFAULT_UPLOAD_LIMIT
+
+    @property
+    def downloads(self) -> Path:
+        """One folder beside the database for every job's downloaded videos."""
+        return Path(self.cfg.storage.path).resolve().parent / "downloads"
+
+    def download_dir(self, job: JobRecord) -> Path:
+        return self.downloads
+
+    async def prune_downloads(self, now: float | None = None) -> int:
+        """Delete downloaded videos older than Runware's ttl (then /job reports the link expired
+        rather than attaching a stale copy), at most once an hour. Returns how many were removed."""
+        now = time.time() if now is None else now
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return 0
+        self._pruned_at = now
+        folder = self.downloads
+        cutoff = now - self.cfg.runware.output_ttl_s
+
+        def prune() -> int:
+            removed = 0
+            for path in folder.glob("job*") if folder.is_dir() else ():
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    continue
+            return removed
+
+        return await asyncio.to_thread(prune)
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def label(self, job: JobRecord) -> str:
+        spec = self.cfg.models.get(job.model_key)
+        return spec.label if spec else job.model_key
+
+    def _components(self, job: JobRecord, stage: str) -> dict[str, Any]:
+        if self.components_for is None:
+            return {}
+        try:
+            return {"view": self.components_for(job, stage)}
+        except Exception:
+            log.exception("job %s: building the %s components failed", job.id, stage)
+            return {}
+
+    def _channel(self, job: JobRecord) -> discord.PartialMessageable:
+        return self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id or None)
+
+    def _track(self, job: JobRecord) -> _Track:
+        track = self._tracks.get(job.id)
+        if track is None:
+            track = _Track(job.channel_id, job.progress_message_id)
+            if track.message_id:
+                track.posted.set()
+            self._tracks[job.id] = track
+        return track
+
+    async def _store_progress_id(self, job_id: int, message_id: int) -> None:
+        engine = getattr(self.bot, "engine", None)
+        if engine is None:
+            return
+        try:
+            await engine.store.set_progress_message(job_id, message_id)
+        except Exception:
+            log.exception("job %s: could not store the progress message id", job_id)
+
+    async def dm(self, user_id: int, **kwargs: Any) -> discord.Message | None:
+        """Send a DM; None when the member does not take DMs (or Discord fails)."""
+        try:
+            channel = await self.bot.create_dm(discord.Object(id=user_id))
+            return await channel.send(**kwargs)
+        except (discord.HTTPException, *_TRANSPORT_ERRORS) as exc:
+            log.info("could not DM user %s: %s", user_id, exc)
+            return None
+
+    async def wait_progress_message(self, job_id: int, timeout: float) -> int | None:
+        """The job's progress message id once posted (for the /video reply's link)."""
+        track = self._tracks.get(job_id)
+        if track is None:
+            track = self._tracks.setdefault(job_id, _Track(0, None))
+        try:
+            await asyncio.wait_for(track.posted.wait(), timeout)
+        except TimeoutError:
+            return None
+        return track.message_id
+
+    # ---- JobSink: progress -----------------------------------------------------------------------
+
+    async def progress(self, update: ProgressUpdate) -> int | None:
+        job = update.job
+        track = self._track(job)
+        if track.channel_id == 0:  # created by wait_progress_message before the first update
+            track.channel_id = job.channel_id
+            track.message_id = track.message_id or job.progress_message_id
+        if track.finished or track.muted:
+            return None
+        track.wanted = update
+        if render_job.render_key(render_job.progress_embed(update, self.label(job))) != track.shown:
+            interval = self.cfg.progress.min_edit_interval_s
+            not_before = track.last_write + interval if track.message_id else None
+            self._schedule_flush(job, not_before)
+        # Tell the engine about a message posted since its record was read (it stores it too).
+        if track.message_id and track.message_id != job.progress_message_id:
+            return track.message_id
+        return None
+
+    def _schedule_flush(self, job: JobRecord, not_before: float | None) -> None:
+        try:
+            future = self.pacer.submit(job.channel_id, lambda: self._flush(job.id),
+                                       key=("progress", job.id), priority=ROUTINE, not_before=not_before)
+        except RuntimeError:  # the pacer is closed: the bot is shutting down
+            return
+        future.add_done_callback(_log_failure(job.id, "progress"))
+
+    async def _flush(self, job_id: int) -> None:
+        track = self._tracks.get(job_id)
+        if track is None:
+            return
+        async with track.lock:
+            update = track.wanted
+            if track.finished or track.muted or update is None:
+                return
+            job = update.job
+            embed = render_job.progress_embed(update, self.label(job))
+            key = render_job.render_key(embed)
+            if key == track.shown:
+                return
+            due = track.last_write + self.cfg.progress.min_edit_interval_s
+            if track.message_id is not None and self._clock() < due:
+                # Queued while the previous edit was still on its way (discord.py may sit out a 429
+                # inside it): one edit per interval per message, so this one waits its turn.
+                self._schedule_flush(job, due)
+                return
+            extra = self._components(job, "progress")
+            channel = self._channel(job)
+            try:
+                if track.message_id is not None:
+                    try:
+                        message = channel.get_partial_message(track.message_id)
+                        await message.edit(content=None, embed=embed, **extra)
+                    except discord.NotFound as exc:
+                        if exc.code != UNKNOWN_MESSAGE:
+                            raise
+                        log.info("job %s: progress message %s was deleted; posting a new one", job.id,
+                                 track.message_id)
+                        track.message_id = None
+                if track.message_id is None:
+                    message = await channel.send(embed=embed, **extra)
+                    track.message_id = message.id
+                    await self._store_progress_id(job.id, message.id)
+                    track.posted.set()
+            except discord.HTTPException as exc:
+                if _is_lost_channel(exc):
+                    await self._lost_channel(job, track, exc)
+                    return
+                log.warning("job %s: progress write failed (%s %s); the next update retries", job.id,
+                            exc.status, exc.code)
+                return
+            track.shown = key
+            track.last_write = self._clock()
+
+    async def _lost_channel(self, job: JobRecord, track: _Track, exc: discord.HTTPException) -> None:
+        track.muted = True
+        track.posted.set()
+        log.info("job %s: channel %s is closed to the bot (%s %s); telling the member by DM",
+                 job.id, job.channel_id, exc.status, exc.code)
+        await self.dm(job.user_id, content=render_job.lost_permission_dm(job))
+
+    # ---- JobSink: delivery -----------------------------------------------------------------------
+
+    async def deliver(self, outcome: Outcome) -> int | None:
+        await self.prune_downloads()
+        job = outcome.job
+        track = self._track(job)
+        track.finished = True  # queued progress renders for this job are dropped from now on
+        if job.state == "cancelled":
+            # The member asked for it: the progress message says so; no new message pings them.
+            self._finish_progress(job, track, None)
+            self._tracks.pop(job.id, None)
+            return None
+        if outcome.already_posted:
+            # Killed after posting it, before recording the notice: never post (and ping) twice.
+            self._finish_progress(job, track, None)
+            self._tracks.pop(job.id, None)
+            return job.result_message_id
+        mentions = discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
+                                           users=[discord.Object(id=job.user_id)])
+        stage = "result" if job.state == "succeeded" else "failure"
+        extra = self._components(job, stage)
+
+        async def post(target: discord.abc.Messageable, attach: bool) -> discord.Message:
+            return await self._post_final(target, outcome, attach=attach, mentions=mentions, extra=extra)
+
+        try:
+            # Tried even when progress found the channel closed: permissions may be back by now.
+            message = await self.pacer.run(job.channel_id, lambda: post(self._channel(job), True),
+                                           priority=URGENT)
+        except discord.HTTPException as exc:
+            if not _is_lost_channel(exc):
+                raise DeliveryFailed(f"Discord answered {exc.status} ({exc.code})") from exc
+            log.info("job %s: channel %s is closed to the bot (%s); delivering by DM", job.id, job.channel_id,
+                     exc.code)
+            track.muted = True
+            dm_message = await self._deliver_dm(job, post)
+            self._tracks.pop(job.id, None)
+            return dm_message.id if dm_message else None
+        except _TRANSPORT_ERRORS as exc:
+            raise DeliveryFailed(f"network error talking to Discord ({type(exc).__name__})") from exc
+        self._finish_progress(job, track, message)
+        self._tracks.pop(job.id, None)
+        return message.id
+
+    async def _deliver_dm(self, job: JobRecord, post: Callable[..., Any]) -> discord.Message | None:
+        try:
+            channel = await self.bot.create_dm(discord.Object(id=job.user_id))
+            return await post(channel, True)
+        except (discord.HTTPException, *_TRANSPORT_ERRORS) as exc:
+            # Nowhere left to say it: the job still counts as notified, so it is not retried forever.
+            log.warning("job %s: could not deliver by DM either (%s); giving up", job.id, exc)
+            return None
+
+    async def _post_final(self, target: discord.abc.Messageable, outcome: Outcome, *, attach: bool,
+                          mentions: discord.AllowedMentions, extra: dict[str, Any]) -> discord.Message:
+        job = outcome.job
+        label = self.label(job)
+        if job.state != "succeeded":
+            content, embed = render_job.failure_message(outcome, label)
+            return await target.send(content=content, embed=embed, allowed_mentions=mentions, **extra)
+        cap = self.download_cap(job)
+        fitting = [f for f in outcome.files if f.path is not None and (f.size or 0) <= cap][:MAX_FILES]
+        if attach and fitting:
+            attached = {f.result.id for f in fitting}
+            content, embed = render_job.result_message(outcome, label, attached=attached, cap=cap)
+            files = [discord.File(f.path, filename=Path(f.path).name) for f in fitting]  # type: ignore[arg-type]
+            try:
+                return await target.send(content=content, embed=embed, files=files,
+                                         allowed_mentions=mentions, **extra)
+            except discord.HTTPException as exc:
+                if not _too_large(exc):
+                    raise
+                log.info("job %s: Discord refused the files as too large; posting links", job.id)
+            finally:
+                for file in files:
+                    file.close()
+        content, embed = render_job.result_message(outcome, label, attached=(), cap=cap)
+        return await target.send(content=content, embed=embed, allowed_mentions=mentions, **extra)
+
+    def _finish_progress(self, job: JobRecord, track: _Track, final: discord.Message | None) -> None:
+        """Edit the progress message to one line pointing at the final message (in the background:
+        the engine need not wait for the channel's pace)."""
+        message_id = track.message_id or job.progress_message_id
+        if not message_id or track.muted:
+            return
+        url = render_job.jump_url(job.guild_id, job.channel_id, final.id) if final is not None else None
+        line = render_job.finished_line(job, url)
+
+        async def edit() -> None:
+            try:
+                async with track.lock:
+                    await self._channel(job).get_partial_message(message_id).edit(content=line, embed=None,
+                                                                                  view=None)
+            except discord.HTTPException as exc:
+                log.info("job %s: could not mark the progress message finished (%s %s)", job.id, exc.status,
+                         exc.code)
+
+        future = self.pacer.submit(job.channel_id, edit, key=("progress", job.id), priority=URGENT)
+        future.add_done_callback(_log_failure(job.id, "finished line"))
+
+    # ---- operator alerts ---------------------------------------------------------------------------
+
+    async def alert(self, text: str) -> None:
+        """Tell the operator (``discord.ops_channel_id``); always logged."""
+        log.warning("operator alert: %s", text)
+        channel_id = self.cfg.discord.ops_channel_id
+        if not channel_id:
+            return
+        try:
+            await self.pacer.run(channel_id, lambda: self.bot.get_partial_messageable(channel_id).send(
+                content=f"⚠️ {text}", allowed_mentions=discord.AllowedMentions.none()), priority=URGENT)
+        except (discord.HTTPException, *_TRANSPORT_ERRORS) as exc:
+            log.warning("could not post the alert in the ops channel: %s", exc)
+
+    async def close(self) -> None:
+        await self.pacer.close()
+
+
+def _log_failure(job_id: int, what: str) -> Callable[[asyncio.Future[Any]], None]:
+    def done(future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.warning("job %s: %s failed: %r", job_id, what, exc)
+
+    return done

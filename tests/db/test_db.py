@@ -1,0 +1,245 @@
+"""The database layer: migrations, transactions on a shared connection, and the guarantees the
+schema itself enforces (append-only ledger, exactly-once money rows)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.db import Conn, MigrationError, open_database
+from bot.db import queries as q
+from bot.db.connection import load_migrations
+
+TABLES = {"jobs", "results", "ledger", "member_limits", "role_limits", "guild_settings", "gen_channels",
+          "blocklist", "bans", "audit", "heartbeat", "kv"}
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(str(path))
+
+
+async def test_empty_database_migrates_to_latest(tmp_path):
+    path = tmp_path / "nested" / "dir" / "bot.sqlite3"  # parent directories are created
+    db = await open_database(path)
+    latest = load_migrations()[-1].version
+    assert await db.user_version() == latest >= 1
+    rows = await db.run(Conn.fetchall, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    tables = {r[0] for r in rows}
+    assert TABLES <= tables
+    assert (await db.run(Conn.fetchval, "PRAGMA journal_mode")).lower() == "wal"
+    assert await db.run(Conn.fetchval, "PRAGMA foreign_keys") == 1
+    assert await db.run(Conn.fetchval, "PRAGMA busy_timeout") >= 5000
+    await db.close()
+
+
+async def test_reopening_is_a_no_op(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    db = await open_database(path)
+    await db.run(q.kv_set, "command_hash", "abc")
+    await db.close()
+    # 001 has plain CREATE TABLEs: running it again would fail, so a clean reopen proves it was skipped.
+    db = await open_database(path)
+    assert await db.user_version() == load_migrations()[-1].version
+    assert await db.run(q.kv_get, "command_hash") == "abc"
+    await db.close()
+
+
+def _migrations_dir(tmp_path: Path, second: str) -> Path:
+    folder = tmp_path / "migrations"
+    folder.mkdir(exist_ok=True)
+    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations" / "001-initial.sql"
+    shutil.copy(shipped, folder / "001-initial.sql")
+    (folder / "002-extra.sql").write_text(second)
+    return folder
+
+
+async def test_failing_migration_leaves_nothing_half_applied(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    broken = _migrations_dir(tmp_path, """
+        BEGIN IMMEDIATE;
+        CREATE TABLE extra (x INTEGER);
+        INSERT INTO extra VALUES (1);
+        INSERT INTO no_such_table VALUES (1);
+        PRAGMA user_version = 2;
+        COMMIT;
+    """)
+    with pytest.raises(MigrationError, match="002-extra.sql"):
+        await open_database(path, migrations_dir=broken)
+    with raw(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1  # 001 committed, 002 not at all
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "jobs" in names and "extra" not in names
+
+    fixed = _migrations_dir(tmp_path, """
+        BEGIN IMMEDIATE;
+        CREATE TABLE extra (x INTEGER);
+        PRAGMA user_version = 2;
+        COMMIT;
+    """)
+    db = await open_database(path, migrations_dir=fixed)
+    assert await db.user_version() == 2
+    assert await db.run(Conn.fetchval, "SELECT COUNT(*) FROM extra") == 0
+    await db.close()
+
+
+def test_migration_files_are_checked(tmp_path):
+    names = [m.name for m in load_migrations()]  # shipped inside the package
+    assert names[0] == "001-initial.sql"
+    folder = _migrations_dir(tmp_path, "BEGIN; CREATE TABLE t (x); COMMIT;")
+    with pytest.raises(MigrationError, match="user_version = 2"):
+        load_migrations(folder)
+    (folder / "002-extra.sql").unlink()
+    (folder / "003-gap.sql").write_text("BEGIN; PRAGMA user_version = 3; COMMIT;")
+    with pytest.raises(MigrationError, match="003-gap.sql"):
+        load_migrations(folder)
+
+
+async def test_transaction_rolls_back_on_error(tmp_path):
+    db = await open_database(tmp_path / "bot.sqlite3")
+    with pytest.raises(RuntimeError, match="boom"):
+        async with db.transaction() as tx:
+            await tx.run(q.kv_set, "a", "1")
+            raise RuntimeError("boom")
+    assert await db.run(q.kv_get, "a") is None
+    async with db.transaction() as tx:
+        await tx.run(q.kv_set, "a", "2")
+        await db.run(q.kv_set, "b", "3")  # the owning task may use the Database: same transaction
+    assert (await db.run(q.kv_get, "a"), await db.run(q.kv_get, "b")) == ("2", "3")
+    with pytest.raises(RuntimeError, match="nested"):
+        async with db.transaction():
+            async with db.transaction():
+                pass
+    await db.close()
+
+
+async def test_run_tx_is_all_or_nothing_in_one_call(tmp_path):
+    db = await open_database(tmp_path / "bot.sqlite3")
+
+    def write_then_fail(c: Conn) -> None:
+        q.kv_set(c, "a", "1")  # query functions given a Conn run at once, in the database thread
+        q.kv_set(c, "b", "2")
+        raise LookupError("stop")
+
+    with pytest.raises(LookupError):
+        await db.run_tx(write_then_fail)
+    assert (await q.kv_get(db, "a"), await db.run(q.kv_get, "b")) == (None, None)
+
+    def write(c: Conn, value: str) -> str | None:
+        q.kv_set(c, "a", value)
+        return q.kv_get(c, "a")
+
+    assert await db.run_tx(write, "1") == "1"
+    assert await db.run_read(q.kv_get, "a") == "1"
+    async with db.transaction() as tx:
+        with pytest.raises(RuntimeError, match="tx.run"):
+            await db.run_tx(write, "2")
+        assert await tx.run(write, "3") == "3"
+    assert await q.kv_get(db, "a") == "3"
+    await db.close()
+
+
+async def test_other_tasks_wait_for_an_open_transaction(tmp_path):
+    """A statement from another task must not land inside (and be rolled back with) an open one."""
+    db = await open_database(tmp_path / "bot.sqlite3")
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def failing_transaction() -> None:
+        async with db.transaction() as tx:
+            await tx.run(q.kv_set, "mine", "x")
+            inside.set()
+            await release.wait()
+            raise RuntimeError("abort")
+
+    first = asyncio.create_task(failing_transaction())
+    await inside.wait()
+    other = asyncio.create_task(q.kv_set(db, "other", "y"))
+    await asyncio.sleep(0)  # let it reach the lock
+    assert not other.done()
+    release.set()
+    with pytest.raises(RuntimeError, match="abort"):
+        await first
+    await other
+    assert await db.run(q.kv_get, "mine") is None
+    assert await db.run(q.kv_get, "other") == "y"
+    await db.close()
+
+
+async def _job(db, task_uuid: str = "t-1") -> int:
+    return await q.insert_job(
+        db, guild_id=1, channel_id=2, user_id=3, model_key="m", params={"prompt": "x"}, task_uuid=task_uuid,
+        duration_s=5, variations=1, estimate_micro=350_000, created_at=1.0, day="2024-01-01",
+        month="2024-01", upload_limit=None, parent_job_id=None,
+    )
+
+
+async def _money(db, job_id: int, kind: str, amount: int = 350_000, reserved: int = 350_000) -> int | None:
+    return await q.insert_ledger(
+        db, kind=kind, guild_id=1, user_id=3, job_id=job_id, amount_micro=amount, day="2024-01-01",
+        month="2024-01", actor="test", reason=None, at=1.0, reserved_micro=reserved,
+    )
+
+
+async def test_ledger_is_append_only_and_exactly_once(tmp_path):
+    db = await open_database(tmp_path / "bot.sqlite3")
+    job_id = await _job(db)
+    with pytest.raises(sqlite3.IntegrityError, match="offset the job's reserve"):
+        await _money(db, job_id, "release")  # nothing reserved yet
+    assert await _money(db, job_id, "reserve") is not None
+    assert await _money(db, job_id, "reserve") is None  # one reserve per job
+    with pytest.raises(sqlite3.IntegrityError, match="offset the job's reserve"):
+        await _money(db, job_id, "settle", 300_000, reserved=100_000)  # must undo the real reserve
+    with pytest.raises(sqlite3.IntegrityError, match="settled cost"):
+        await _money(db, job_id, "refund", 300_000)  # nothing settled yet
+    assert await _money(db, job_id, "settle", 300_000) is not None
+    assert await _money(db, job_id, "settle", 300_000) is None  # one settle-or-release per job
+    assert await _money(db, job_id, "release") is None
+    with pytest.raises(sqlite3.IntegrityError, match="settled cost"):
+        await _money(db, job_id, "refund", 350_000)  # not what was settled
+    assert await _money(db, job_id, "refund", 300_000) is not None
+    assert await _money(db, job_id, "refund", 300_000) is None
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        await db.run(Conn.execute, "UPDATE ledger SET amount_micro = 0")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        await db.run(Conn.execute, "DELETE FROM ledger")
+    with pytest.raises(sqlite3.IntegrityError):  # only credits may be negative
+        await _money(db, job_id, "reserve", -1)
+    with pytest.raises(sqlite3.IntegrityError):  # foreign keys are on
+        await _money(db, 999, "settle")
+    assert [r.kind for r in await db.run(q.ledger_for_job, job_id)] == ["reserve", "settle", "refund"]
+    await db.close()
+
+
+async def test_schema_rejects_bad_rows(tmp_path):
+    db = await open_database(tmp_path / "bot.sqlite3")
+    job_id = await _job(db)
+    with pytest.raises(sqlite3.IntegrityError):
+        await _job(db)  # task_uuid is unique
+    with pytest.raises(sqlite3.IntegrityError):
+        await db.run(Conn.execute, "UPDATE jobs SET state = 'exploded' WHERE id = ?", (job_id,))
+    first = await db.run(q.insert_result, job_id=job_id, video_uuid="v", video_url=None, seed=1, cost_micro=1,
+                                  nsfw=False, now=1.0)
+    again = await db.run(q.insert_result, job_id=job_id, video_uuid="v", video_url=None, seed=1, cost_micro=1,
+                                  nsfw=False, now=1.0)
+    assert first is not None and again is None
+    await db.close()
+
+
+async def test_guild_settings_and_backup(tmp_path):
+    db = await open_database(tmp_path / "bot.sqlite3")
+    assert (await db.run(q.get_guild_settings, 5)).paused is False
+    settings = await db.run(q.update_guild_settings, 5, paused=True, pause_reason="x", log_channel_id=9)
+    assert (settings.paused, settings.pause_reason, settings.log_channel_id) == (True, "x", 9)
+    settings = await db.run(q.update_guild_settings, 5, paused=False)
+    assert (settings.paused, settings.log_channel_id) == (False, 9)
+    with pytest.raises(ValueError):
+        await db.run(q.update_guild_settings, 5, owner_id=6)
+    assert await db.run(q.add_blocklist_term, 5, "Gore") and not await db.run(q.add_blocklist_term, 5, "gore")
+    await db.backup(tmp_path / "copy" / "backup.sqlite3")
+    await db.close()
+    with raw(tmp_path / "copy" / "backup.sqlite3") as conn:
+        assert conn.execute("SELECT paused, log_channel_id FROM guild_settings").fetchone() == (0, 9)
+        assert conn.execute("SELECT term FROM blocklist").fetchall() == [("Gore",)]

@@ -1,0 +1,201 @@
+"""The per-channel pacer: spacing, coalescing, priorities, with an injected clock (no real waiting)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer, SlidingWindow
+
+
+class FakeTime:
+    """Virtual time: sleepers wait until ``advance`` moves the clock past their deadline."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, future))
+        try:
+            await future
+        finally:
+            self._sleepers = [(d, f) for d, f in self._sleepers if f is not future]
+
+    async def settle(self) -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    async def run_until_done(self, *futures: asyncio.Future) -> None:
+        """Let everything runnable run; when all wait, jump the clock to the next sleeper."""
+        for _ in range(1000):
+            await self.settle()
+            if all(f.done() for f in futures):
+                return
+            live = [(d, f) for d, f in self._sleepers if not f.done()]
+            assert live, "deadlock: nothing sleeps and the work is not done"
+            deadline = min(d for d, _ in live)
+            self.now = max(self.now, deadline)
+            for d, f in live:
+                if d <= self.now:
+                    f.set_result(None)
+        raise AssertionError("did not finish")
+
+
+def make(limit: int = 5, window_s: float = 5.0) -> tuple[ChannelPacer, FakeTime]:
+    t = FakeTime()
+    return ChannelPacer(limit=limit, window_s=window_s, clock=t.clock, sleep=t.sleep), t
+
+
+async def gather(t: FakeTime, *futures: asyncio.Future) -> list:
+    await t.run_until_done(*futures)
+    return [f.result() for f in futures]
+
+
+def test_sliding_window_allows_limit_then_waits_for_the_oldest_to_age_out():
+    w = SlidingWindow(3, 5.0)
+    for at in (0.0, 1.0, 2.0):
+        assert w.delay(at) == 0
+        w.record(at)
+    assert w.delay(2.5) == pytest.approx(2.5)  # the start at 0.0 leaves the window at 5.0
+    assert w.delay(5.0) == 0
+    w.record(5.0)
+    assert w.delay(5.5) == pytest.approx(0.5)  # now the start at 1.0 is the oldest
+
+
+def test_sliding_window_rejects_nonsense():
+    with pytest.raises(ValueError):
+        SlidingWindow(0, 5.0)
+    with pytest.raises(ValueError):
+        SlidingWindow(5, 0)
+
+
+async def test_no_more_than_limit_starts_in_any_window_per_channel():
+    pacer, t = make(limit=5, window_s=5.0)
+    starts: list[float] = []
+
+    async def work() -> None:
+        starts.append(t.now)
+
+    await gather(t, *(pacer.submit(1, work) for _ in range(12)))
+    assert len(starts) == 12
+    for i in range(len(starts) - 5):
+        assert starts[i + 5] - starts[i] >= 5.0 - 1e-9, starts
+    # The first five go at once; nothing waits longer than it must.
+    assert starts[:5] == [1000.0] * 5
+    assert starts[5] == pytest.approx(1005.0)
+
+
+async def test_channels_are_paced_independently():
+    pacer, t = make(limit=1, window_s=5.0)
+    seen: list[tuple[int, float]] = []
+
+    def work(ch: int):
+        async def go() -> None:
+            seen.append((ch, t.now))
+        return go
+
+    await gather(t, pacer.submit(1, work(1)), pacer.submit(2, work(2)))
+    assert sorted(seen) == [(1, 1000.0), (2, 1000.0)]
+
+
+async def test_same_key_waiting_is_coalesced_to_the_newest_work():
+    pacer, t = make(limit=1, window_s=5.0)
+    ran: list[str] = []
+
+    def work(name: str):
+        async def go() -> str:
+            ran.append(name)
+            return name
+        return go
+
+    first = pacer.submit(1, work("a"))              # starts at once
+    r1 = pacer.submit(1, work("edit-1"), key="m")   # waits for the window...
+    r2 = pacer.submit(1, work("edit-2"), key="m")   # ...and is replaced by this one
+    r3 = pacer.submit(1, work("edit-3"), key="m")
+    assert r1 is r2 is r3
+    assert await gather(t, first, r3) == ["a", "edit-3"]
+    assert ran == ["a", "edit-3"]
+
+
+async def test_urgent_work_goes_before_routine_work_already_waiting():
+    pacer, t = make(limit=1, window_s=5.0)
+    ran: list[str] = []
+
+    def work(name: str):
+        async def go() -> None:
+            ran.append(name)
+        return go
+
+    futures = [pacer.submit(1, work("first"))]
+    futures += [pacer.submit(1, work(f"progress-{i}"), key=i, priority=ROUTINE) for i in range(3)]
+    futures.append(pacer.submit(1, work("delivery"), priority=URGENT))
+    await gather(t, *futures)
+    # All were waiting when the worker first looked: the delivery goes first, then the rest in order.
+    assert ran == ["delivery", "first", "progress-0", "progress-1", "progress-2"]
+    more = [pacer.submit(1, work(f"late-progress-{i}"), key=i) for i in range(2)]
+    more.append(pacer.submit(1, work("late-delivery"), priority=URGENT))
+    await gather(t, *more)
+    assert ran[5:] == ["late-delivery", "late-progress-0", "late-progress-1"]
+
+
+async def test_not_before_delays_an_item_and_new_work_wakes_the_worker():
+    pacer, t = make(limit=5, window_s=5.0)
+    ran: list[tuple[str, float]] = []
+
+    def work(name: str):
+        async def go() -> None:
+            ran.append((name, t.now))
+        return go
+
+    later = pacer.submit(1, work("later"), not_before=t.now + 8.0)
+    await t.settle()  # the worker now sleeps until the item is due
+    now = pacer.submit(1, work("now"))
+    await gather(t, later, now)
+    names = [n for n, _ in ran]
+    assert names == ["now", "later"]
+    assert dict(ran) == {"now": 1000.0, "later": 1008.0}
+
+
+async def test_errors_reach_the_caller_and_do_not_stop_the_channel():
+    pacer, _ = make()
+
+    async def boom() -> None:
+        raise RuntimeError("discord said no")
+
+    async def fine() -> str:
+        return "ok"
+
+    bad = pacer.submit(1, boom)
+    good = pacer.submit(1, fine)
+    with pytest.raises(RuntimeError, match="discord said no"):
+        await bad
+    assert await good == "ok"
+
+
+async def test_close_cancels_waiting_work():
+    pacer, _ = make(limit=1, window_s=5.0)
+    gate = asyncio.Event()
+
+    async def slow() -> None:
+        await gate.wait()
+
+    async def never() -> None:  # pragma: no cover - must not run
+        raise AssertionError("ran after close")
+
+    running = pacer.submit(1, slow)
+    waiting = pacer.submit(1, never)
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(pacer.close())
+    await asyncio.sleep(0)
+    gate.set()
+    await closing
+    assert waiting.cancelled()
+    await running
+    with pytest.raises(RuntimeError):
+        pacer.submit(1, slow)
