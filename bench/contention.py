@@ -25,7 +25,7 @@ from typing import Any
 from bench.common import ScenarioResult
 from bot.config import LimitsConfig
 from bot.db import open_database
-from bot.db import queries as q
+from bot.db.money import ledger_rows
 from bot.errors import LimitExceeded
 from bot.services.clock import SystemClock
 from bot.services.jobs import JobStore
@@ -89,7 +89,7 @@ async def _ledger_check(db_path: Path, caps: dict[str, int]) -> dict[str, Any]:
     """Reserved totals from the ledger against the limits."""
     db = await open_database(db_path)
     try:
-        rows = await db.run(q.ledger_rows, kind="reserve")
+        rows = await db.run(ledger_rows, kind="reserve")
     finally:
         await db.close()
     per_user: dict[tuple[int, int], int] = defaultdict(int)

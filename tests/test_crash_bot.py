@@ -18,7 +18,8 @@ import pytest_asyncio
 
 from bot import failpoints
 from bot.db import open_database
-from bot.db import queries as q
+from bot.db.jobs import jobs_by_state, results_for_job
+from bot.db.money import ledger_rows
 from bot.simulator.server import Simulator, run_simulator
 from tests.crash_bot_runner import BotProcess
 from tests.fakes.discord import FakeDiscord, Message, Seed
@@ -64,9 +65,9 @@ max_concurrent = "unlimited"
 async def read_db(path: Path):
     db = await open_database(path)
     try:
-        jobs = sorted(await q.jobs_by_state(db, None, 100), key=lambda j: j.id)
-        ledger = await q.ledger_rows(db)
-        results = {job.id: await q.results_for_job(db, job.id) for job in jobs}
+        jobs = sorted(await jobs_by_state(db, None, 100), key=lambda j: j.id)
+        ledger = await ledger_rows(db)
+        results = {job.id: await results_for_job(db, job.id) for job in jobs}
     finally:
         await db.close()
     return jobs, ledger, results
@@ -76,7 +77,7 @@ async def wait_notified(path: Path, timeout: float = 30.0) -> None:
     db = await open_database(path)
     try:
         async def done() -> bool:
-            jobs = await q.jobs_by_state(db, None, 100)
+            jobs = await jobs_by_state(db, None, 100)
             return bool(jobs) and all(j.notified_at is not None for j in jobs)
         await eventually(done, timeout)
     finally:

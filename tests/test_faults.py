@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bot.db import open_database
-from bot.db import queries as q
+from bot.db.jobs import jobs_by_state
+from bot.db.money import ledger_rows
 from bot.errors import DatabaseUnavailable
 from bot.services import delivery, engine
 from bot.services.clock import SystemClock
@@ -313,7 +314,7 @@ async def test_the_store_raises_a_clear_error_when_locked_and_rolls_back(tmp_pat
                                estimate_micro=PRICE_5S)
         assert caught.value.exit_code == 1
         other.execute("ROLLBACK")
-        assert await q.jobs_by_state(db, None, 10) == [] and await q.ledger_rows(db) == []
+        assert await jobs_by_state(db, None, 10) == [] and await ledger_rows(db) == []
     finally:
         other.close()
         await db.close()

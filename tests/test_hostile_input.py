@@ -18,7 +18,8 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from bot.db import queries as q
+from bot.db.guilds import add_ban, add_blocklist_term, add_gen_channel, get_ban, update_guild_settings
+from bot.db.jobs import jobs_by_state
 from tests.fakes.world import BotWorld, image_bytes, started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -188,7 +189,7 @@ async def test_an_honestly_huge_attachment_is_refused_without_downloading(world:
 async def test_blocked_words_are_refused_in_either_prompt(world: BotWorld) -> None:
     w = world
     assert w.bot is not None and w.bot.db is not None
-    await q.add_blocklist_term(w.bot.db, w.seed.guild_id, "zebracorn")
+    await add_blocklist_term(w.bot.db, w.seed.guild_id, "zebracorn")
     frame = w.attach("f.png", image_bytes())
     for options in ({"prompt": "a ZebraCorn at dawn"},
                     {"prompt": "a horse at dawn", "negative_prompt": "no zebracorn please"}):
@@ -202,11 +203,11 @@ async def test_a_banned_member_a_paused_guild_and_the_wrong_channel(world: BotWo
     db = w.bot.db
     frame = w.attach("f.png", image_bytes())
     hostile_reason = "spam @everyone **really** `x`'); DROP TABLE bans;--"
-    await q.add_ban(db, w.seed.guild_id, OTHER_USER, hostile_reason, "user:1", time.time())
+    await add_ban(db, w.seed.guild_id, OTHER_USER, hostile_reason, "user:1", time.time())
     text = await refused(w, {"prompt": "let me in"}, {"first_frame": frame}, downloads_allowed=False,
                          user_id=OTHER_USER)
     assert "banned" in text and "DROP TABLE bans" in text
-    assert (await q.get_ban(db, w.seed.guild_id, OTHER_USER)).reason == hostile_reason
+    assert (await get_ban(db, w.seed.guild_id, OTHER_USER)).reason == hostile_reason
 
     paused_guild, paused_channel, gen_channel = (1_400_000_000_000_000_001, 1_400_000_000_000_000_002,
                                                  1_400_000_000_000_000_003)
@@ -214,11 +215,11 @@ async def test_a_banned_member_a_paused_guild_and_the_wrong_channel(world: BotWo
     w.fake.add_channel(paused_guild, paused_channel, "general")
     w.fake.add_channel(paused_guild, gen_channel, "video-gen")
     w.fake.add_member(paused_guild, w.seed.user_id, "member")
-    await q.add_gen_channel(db, paused_guild, gen_channel)
+    await add_gen_channel(db, paused_guild, gen_channel)
     text = await refused(w, {"prompt": "wrong room"}, {"first_frame": frame}, downloads_allowed=False,
                          guild_id=paused_guild, channel_id=paused_channel)
     assert f"<#{gen_channel}>" in text
-    await q.update_guild_settings(db, paused_guild, paused=True, pause_reason="maintenance <@&1> tonight")
+    await update_guild_settings(db, paused_guild, paused=True, pause_reason="maintenance <@&1> tonight")
     text = await refused(w, {"prompt": "right room"}, {"first_frame": frame}, downloads_allowed=False,
                          guild_id=paused_guild, channel_id=gen_channel)
     assert "paused" in text and "maintenance <@&1> tonight" in text
@@ -270,4 +271,4 @@ async def test_hostile_text_is_stored_and_shown_verbatim(world: BotWorld, text: 
     final = w.fake.message((await w.job(job_id)).result_message_id)
     # Markdown is escaped, so Discord shows the characters as typed (nothing turns bold or hidden).
     assert final.embeds[0]["description"] == discord.utils.escape_markdown(text)
-    assert len(await q.jobs_by_state(w.bot.db, None, 1000)) >= 1  # the tables are all still there
+    assert len(await jobs_by_state(w.bot.db, None, 1000)) >= 1  # the tables are all still there

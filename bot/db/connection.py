@@ -1,6 +1,6 @@
 """One aiosqlite connection per process, WAL, explicit transactions, numbered migrations.
 
-Query functions (bot/db/queries_*.py) are plain synchronous functions of a ``Conn``; they run in
+Query functions (bot/db/jobs.py, money.py, ...) are plain synchronous functions of a ``Conn``; they run in
 the connection's own thread through ``Database.run`` (each statement commits alone) or
 ``Database.run_tx`` (``BEGIN IMMEDIATE`` ... ``COMMIT`` around the whole function). A whole
 transaction is then ONE hop to that thread instead of one per statement: the reservation path

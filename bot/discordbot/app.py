@@ -24,8 +24,8 @@ from discord.ext import commands
 from pydantic import SecretStr
 
 from bot.config import Config
-from bot.db import queries as q
 from bot.db.connection import Database, open_database
+from bot.db.kv import kv_get, kv_set
 from bot.discordbot.endpoints import point_discord_at
 from bot.discordbot.pacer import ChannelPacer
 from bot.discordbot.sink import DiscordSink
@@ -171,11 +171,11 @@ class KlingBot(commands.Bot):
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         scope = f"guild:{guild.id}" if guild else "global"
         key = f"commands_hash:{self.application_id}:{scope}"
-        if await q.kv_get(self.db, key) == digest:
+        if await kv_get(self.db, key) == digest:
             log.info("slash commands unchanged since the last registration (%s)", scope)
             return False
         self.synced = await self.sync_commands(guild)
-        await q.kv_set(self.db, key, digest)
+        await kv_set(self.db, key, digest)
         log.info("registered %d slash command(s) (%s): %s", len(self.synced), scope, ", ".join(self.synced))
         return True
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import discord
 
 from bot.db.connection import Database
-from bot.db.queries_guild import get_guild_settings
+from bot.db.guilds import get_guild_settings
 from bot.discordbot.interactions import member_of
 
 

@@ -17,7 +17,42 @@ from typing import Any
 
 from bot import failpoints
 from bot.db import Conn, Database
-from bot.db import queries as q
+from bot.db.guilds import get_guild_settings
+from bot.db.jobs import (
+    active_job_states,
+    active_jobs,
+    at_runware_jobs,
+    due_for_poll,
+    finish_job,
+    get_job,
+    get_job_by_task,
+    get_jobs,
+    insert_job,
+    insert_result,
+    jobs_by_state,
+    late_success,
+    make_all_due,
+    mark_delivered,
+    mark_notified,
+    mark_polled,
+    mark_processing,
+    mark_submitted,
+    member_jobs,
+    queued_jobs,
+    recent_durations,
+    results_cost,
+    results_for_job,
+    set_cancel_requested,
+    set_image_uuids,
+    set_next_poll,
+    set_progress_message,
+    set_result_message,
+    unclaim_job,
+    undelivered_jobs,
+    unnotified_jobs,
+)
+from bot.db.kv import kv_delete, kv_get, kv_set, read_heartbeat, write_heartbeat
+from bot.db.money import insert_ledger, job_money, ledger_for_job
 from bot.db.records import ACTIVE_STATES, FINAL_STATES, JobMoney, JobRecord, LedgerRecord, ResultRecord
 from bot.errors import LimitExceeded
 from bot.runware.models import VideoResult
@@ -38,7 +73,7 @@ def _may_still_bill(state: str, job: JobRecord) -> bool:
 
 
 def _ledger(c: Conn, job: JobRecord, kind: str, amount: int, reason: str | None, now: float) -> int | None:
-    return q.insert_ledger(
+    return insert_ledger(
         c, kind=kind, guild_id=job.guild_id, user_id=job.user_id, job_id=job.id, amount_micro=amount,
         day=job.day, month=job.month, actor=SYSTEM_ACTOR, reason=reason, at=now,
         reserved_micro=job.estimate_micro,
@@ -130,32 +165,32 @@ class JobStore:
         self._checks(c, member, fields["channel_id"], blocklist_text, fields["estimate_micro"],
                      fields["variations"], now)
         day, month = day_of(now, self.tz), month_of(now, self.tz)
-        job_id = q.insert_job(c, guild_id=member.guild_id, user_id=member.user_id, created_at=now, day=day,
+        job_id = insert_job(c, guild_id=member.guild_id, user_id=member.user_id, created_at=now, day=day,
                               month=month, created_by=self.run_id, **fields)
-        q.insert_ledger(
+        insert_ledger(
             c, kind="reserve", guild_id=member.guild_id, user_id=member.user_id, job_id=job_id,
             amount_micro=fields["estimate_micro"], day=day, month=month, actor=_actor(member), reason=None,
             at=now,
         )
-        job = q.get_job(c, job_id)
+        job = get_job(c, job_id)
         assert job is not None
         return job
 
     # ---- transitions ---------------------------------------------------------------------------
 
     async def set_image_uuids(self, job_id: int, image_uuids: dict[str, str]) -> None:
-        await self.db.run(q.set_image_uuids, job_id, image_uuids)
+        await self.db.run(set_image_uuids, job_id, image_uuids)
         failpoints.hit("after_upload")
 
     async def mark_submitted(self, job_id: int, next_poll_at: float) -> bool:
         """queued -> submitted (Runware acknowledged). False when the job was not queued."""
-        done = await self.db.run(q.mark_submitted, job_id, self.clock.now(), next_poll_at)
+        done = await self.db.run(mark_submitted, job_id, self.clock.now(), next_poll_at)
         if done:
             failpoints.hit("after_submit")
         return done
 
     async def mark_processing(self, job_id: int) -> bool:
-        return await self.db.run(q.mark_processing, job_id)
+        return await self.db.run(mark_processing, job_id)
 
     async def unclaim(self, job_id: int) -> JobRecord | None:
         """Give a claimed queued job back to the queue (its submit failed for now). A cancel asked
@@ -163,19 +198,19 @@ class JobStore:
         return await self.db.run_tx(self._unclaim, job_id, self.clock.now())
 
     def _unclaim(self, c: Conn, job_id: int, now: float) -> JobRecord | None:
-        job = q.get_job(c, job_id)
+        job = get_job(c, job_id)
         if job is None or job.state != "queued":
             return job
         if job.cancel_requested:
             queue.cancel_queued(c, job, job.cancelled_by or SYSTEM_ACTOR, now)
         else:
-            q.unclaim_job(c, job_id)
-        return q.get_job(c, job_id)
+            unclaim_job(c, job_id)
+        return get_job(c, job_id)
 
     async def record_result(self, job_id: int, result: VideoResult) -> bool:
         """Store one variation; False if its videoUUID was already recorded (getResponse repeats)."""
         row = await self.db.run(
-            q.insert_result, job_id=job_id, video_uuid=result.video_uuid, video_url=result.video_url,
+            insert_result, job_id=job_id, video_uuid=result.video_uuid, video_url=result.video_url,
             seed=result.seed, cost_micro=result.cost_micro, nsfw=result.nsfw, now=self.clock.now(),
         )
         if row is None:
@@ -211,24 +246,24 @@ class JobStore:
         self, c: Conn, job_id: int, state: str, error: str | None, cost_micro: int | None,
         failed_variations: int, now: float,
     ) -> bool:
-        job = q.get_job(c, job_id)
+        job = get_job(c, job_id)
         if job is None:
             return False
         if job.cancel_requested:
             state = "cancelled"
         if job.is_final:
-            if not _may_still_bill(job.state, job) or q.job_money(c, job_id).finalized:
+            if not _may_still_bill(job.state, job) or job_money(c, job_id).finalized:
                 return False
             if cost_micro is None and state != "succeeded":
                 return False  # e.g. a second time_out(): nothing new
             if job.state == "timed_out" and state == "succeeded":
-                q.late_success(c, job_id, error, failed_variations)
-        elif not q.finish_job(c, job_id, state, error, failed_variations, now):
+                late_success(c, job_id, error, failed_variations)
+        elif not finish_job(c, job_id, state, error, failed_variations, now):
             return False
         if cost_micro is None and state == "succeeded":
             # includeCost is always sent; if Runware still said nothing, the results' own costs or
             # else the estimate: a delivered video is never free by accident.
-            count, total = q.results_cost(c, job_id)
+            count, total = results_cost(c, job_id)
             cost_micro = total if count and total else job.estimate_micro
         if cost_micro is not None and (state == "succeeded" or cost_micro > 0):
             _ledger(c, job, "settle", cost_micro, state, now)
@@ -252,7 +287,7 @@ class JobStore:
     def _abandon(self, c: Conn, job_id: int, error: str, told: bool, now: float) -> bool:
         done = self._finish(c, job_id, "failed", error, None, 0, now)
         if done and told:
-            q.mark_notified(c, job_id, now, None)
+            mark_notified(c, job_id, now, None)
         return done
 
     async def time_out(self, job_id: int, error: str) -> bool:
@@ -264,7 +299,7 @@ class JobStore:
         return await self.db.run_tx(self._expire, [job_id], self.clock.now()) == [job_id]
 
     def _expire(self, c: Conn, job_ids: list[int], now: float) -> list[int]:
-        jobs = q.get_jobs(c, job_ids)
+        jobs = get_jobs(c, job_ids)
         released = []
         for job in jobs:  # a job already settled or released is skipped by the unique index
             if job.is_final and _ledger(c, job, "release", job.estimate_micro, "no cost reported", now):
@@ -278,139 +313,139 @@ class JobStore:
         return await self.db.run_tx(self._request_cancel, job_id, actor, self.clock.now())
 
     def _request_cancel(self, c: Conn, job_id: int, actor: str, now: float) -> JobRecord | None:
-        job = q.get_job(c, job_id)
+        job = get_job(c, job_id)
         if job is None or job.is_final:
             return job
         fresh_claim = job.claimed_by == self.run_id and (job.claimed_at or 0) >= now - queue.CLAIM_TTL_S
         if job.state == "queued" and not fresh_claim:
             queue.cancel_queued(c, job, actor, now)
         else:
-            q.set_cancel_requested(c, job_id, actor)
-        return q.get_job(c, job_id)
+            set_cancel_requested(c, job_id, actor)
+        return get_job(c, job_id)
 
     async def mark_delivered(self, result_id: int, local_path: str | None = None) -> bool:
-        done = await self.db.run(q.mark_delivered, result_id, self.clock.now(), local_path)
+        done = await self.db.run(mark_delivered, result_id, self.clock.now(), local_path)
         if done:
             failpoints.hit("after_delivery")
         return done
 
     async def mark_notified(self, job_id: int, result_message_id: int | None = None) -> bool:
-        done = await self.db.run(q.mark_notified, job_id, self.clock.now(), result_message_id)
+        done = await self.db.run(mark_notified, job_id, self.clock.now(), result_message_id)
         if done:
             failpoints.hit("after_notify")
         return done
 
     async def set_progress_message(self, job_id: int, message_id: int | None) -> None:
-        await self.db.run(q.set_progress_message, job_id, message_id)
+        await self.db.run(set_progress_message, job_id, message_id)
 
     async def set_result_message(self, job_id: int, message_id: int | None) -> None:
-        await self.db.run(q.set_result_message, job_id, message_id)
+        await self.db.run(set_result_message, job_id, message_id)
 
     async def set_next_poll(self, job_id: int, ts: float | None) -> None:
-        await self.db.run(q.set_next_poll, job_id, ts)
+        await self.db.run(set_next_poll, job_id, ts)
 
     async def mark_polled(self, job_ids: list[int], next_poll_at: float) -> None:
         """One write for a whole poll batch: last_polled_at = now, next_poll_at for each."""
         if job_ids:
-            await self.db.run_tx(q.mark_polled, job_ids, self.clock.now(), next_poll_at)
+            await self.db.run_tx(mark_polled, job_ids, self.clock.now(), next_poll_at)
 
     # ---- reads ---------------------------------------------------------------------------------
 
     async def get(self, job_id: int) -> JobRecord | None:
-        return await self.db.run(q.get_job, job_id)
+        return await self.db.run(get_job, job_id)
 
     async def get_by_task(self, task_uuid: str) -> JobRecord | None:
-        return await self.db.run(q.get_job_by_task, task_uuid)
+        return await self.db.run(get_job_by_task, task_uuid)
 
     async def results(self, job_id: int) -> list[ResultRecord]:
-        return await self.db.run(q.results_for_job, job_id)
+        return await self.db.run(results_for_job, job_id)
 
     async def money(self, job_id: int) -> JobMoney:
-        return await self.db.run(q.job_money, job_id)
+        return await self.db.run(job_money, job_id)
 
     async def settled_cost(self, job_id: int) -> int | None:
         """The settled cost in micro-USD; None while reserved (or when released)."""
         return (await self.money(job_id)).settled
 
     async def ledger(self, job_id: int) -> list[LedgerRecord]:
-        return await self.db.run(q.ledger_for_job, job_id)
+        return await self.db.run(ledger_for_job, job_id)
 
     async def history(self, member: Member, limit: int = 10) -> list[JobRecord]:
-        return await self.db.run(q.member_jobs, member.guild_id, member.user_id, limit)
+        return await self.db.run(member_jobs, member.guild_id, member.user_id, limit)
 
     async def jobs_by_state(
         self, state: str | None, limit: int = 50, guild_id: int | None = None
     ) -> list[JobRecord]:
-        return await self.db.run(q.jobs_by_state, state, limit, guild_id)
+        return await self.db.run(jobs_by_state, state, limit, guild_id)
 
     # Resume (SPEC 3.1): what a fresh process picks up.
     async def queued(self, limit: int = 10_000) -> list[JobRecord]:
-        return await self.db.run(q.queued_jobs, limit)
+        return await self.db.run(queued_jobs, limit)
 
     async def at_runware(self, limit: int = 10_000) -> list[JobRecord]:
         """Submitted/processing (cancel_requested included), and timed-out or cancelled-after-submit
         jobs whose cost is not settled yet."""
-        return await self.db.run(q.at_runware_jobs, limit)
+        return await self.db.run(at_runware_jobs, limit)
 
     async def due_for_poll(self, now: float | None = None, limit: int = 500) -> list[JobRecord]:
         """The at_runware() jobs whose next_poll_at has come (NULL counts as due), soonest first."""
-        return await self.db.run(q.due_for_poll, self.clock.now() if now is None else now, limit)
+        return await self.db.run(due_for_poll, self.clock.now() if now is None else now, limit)
 
     async def make_in_flight_due(self, now: float | None = None) -> int:
         """On start: every job at Runware is polled at once."""
-        return await self.db.run(q.make_all_due, self.clock.now() if now is None else now)
+        return await self.db.run(make_all_due, self.clock.now() if now is None else now)
 
     async def active_jobs(self, limit: int = 10_000) -> list[JobRecord]:
         """Queued, submitted, processing (cancel_requested included): the ones with live progress."""
-        return await self.db.run(q.active_jobs, limit)
+        return await self.db.run(active_jobs, limit)
 
     async def active_states(self, limit: int = 10_000) -> list[tuple[int, str]]:
         """(id, state) of the active_jobs(), cheaply: no record is built."""
-        return await self.db.run(q.active_job_states, limit)
+        return await self.db.run(active_job_states, limit)
 
     async def get_many(self, job_ids: list[int]) -> list[JobRecord]:
         """These jobs (those that exist), by id."""
-        return await self.db.run(q.get_jobs, job_ids)
+        return await self.db.run(get_jobs, job_ids)
 
     async def undelivered(self, limit: int = 1000) -> list[JobRecord]:
         """Succeeded (or late) jobs, not cancelled, with results not yet posted (flagged ones aside)."""
-        return await self.db.run(q.undelivered_jobs, limit)
+        return await self.db.run(undelivered_jobs, limit)
 
     async def unnotified(self, limit: int = 1000) -> list[JobRecord]:
         """Final jobs whose final message (results or notice) is not posted yet."""
-        return await self.db.run(q.unnotified_jobs, limit)
+        return await self.db.run(unnotified_jobs, limit)
 
     pending_notices = unnotified
 
     async def median_duration(self, model_key: str, duration_s: int) -> float | None:
         """Median seconds from submit to finish of recent succeeded jobs like this one."""
-        sample = await self.db.run(q.recent_durations, model_key, duration_s, MEDIAN_SAMPLE)
+        sample = await self.db.run(recent_durations, model_key, duration_s, MEDIAN_SAMPLE)
         return statistics.median(sample) if sample else None
 
     # ---- bot-wide state --------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        await self.db.run(q.write_heartbeat, self.clock.now(), os.getpid())
+        await self.db.run(write_heartbeat, self.clock.now(), os.getpid())
 
     async def heartbeat_age(self) -> float | None:
-        beat = await self.db.run(q.read_heartbeat)
+        beat = await self.db.run(read_heartbeat)
         return None if beat is None else max(self.clock.now() - beat.at, 0.0)
 
     async def set_runware_paused(self, reason: str | None) -> None:
         """Runware refused our key (401) or balance (402): new jobs are refused (RunwareUnavailable),
         queued ones wait. ``None`` lifts the pause."""
         if reason is None:
-            await self.db.run(q.kv_delete, RUNWARE_PAUSE_KEY)
+            await self.db.run(kv_delete, RUNWARE_PAUSE_KEY)
         else:
-            await self.db.run(q.kv_set, RUNWARE_PAUSE_KEY, reason)
+            await self.db.run(kv_set, RUNWARE_PAUSE_KEY, reason)
 
     async def runware_paused(self) -> str | None:
         """The pause reason, or None when not paused."""
-        return await self.db.run(q.kv_get, RUNWARE_PAUSE_KEY)
+        return await self.db.run(kv_get, RUNWARE_PAUSE_KEY)
 
     async def guild_safety_mode(self, guild_id: int) -> str | None:
         """The guild's chosen content check ('none'|'fast'|'full'), None = runware.safety_mode."""
-        return (await self.db.run(q.get_guild_settings, guild_id)).safety_mode
+        return (await self.db.run(get_guild_settings, guild_id)).safety_mode
 
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "JobStore", "Member"]

@@ -18,8 +18,25 @@ from collections.abc import Callable
 
 from bot.config import Config, micro_to_usd
 from bot.db import Conn, Database
-from bot.db import queries as q
-from bot.db import queries_admin as qa
+from bot.db.audit import insert_audit, list_audit
+from bot.db.guilds import (
+    add_ban,
+    delete_member_limits,
+    delete_role_limits,
+    get_ban,
+    get_guild_settings,
+    get_member_limits,
+    guilds_with_log_channel,
+    list_bans,
+    list_member_limits,
+    list_role_limits,
+    remove_ban,
+    role_limits_for,
+    set_member_limits,
+    set_role_limits,
+)
+from bot.db.jobs import get_job
+from bot.db.money import insert_ledger, member_credit_month
 from bot.db.records import AuditRecord, BanRecord, LimitOverride, MemberLimitRecord, RoleLimitRecord
 from bot.errors import InvalidInput, UserFacingError
 from bot.services.clock import Clock, day_of, month_of
@@ -69,9 +86,9 @@ class Moderation(GuildActions):
 
         def tx(c: Conn) -> Change:
             action, target, before, after = fn(c, guild_id)
-            audit_id = q.insert_audit(c, guild_id=guild_id, actor=actor, action=action, target=target,
+            audit_id = insert_audit(c, guild_id=guild_id, actor=actor, action=action, target=target,
                                       before=before, after=after, reason=reason, at=now)
-            log_channel = q.get_guild_settings(c, guild_id).log_channel_id
+            log_channel = get_guild_settings(c, guild_id).log_channel_id
             return Change(audit_id, guild_id, actor, action, target, before, after, reason, now, log_channel,
                           amount)
 
@@ -85,12 +102,12 @@ class Moderation(GuildActions):
         values = self._limit_values(daily_videos, monthly_micro, max_concurrent)
 
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_member_limits(c, gid, user_id)
+            old = get_member_limits(c, gid, user_id)
             new = self._merged(old, values)
             if new == LimitOverride():
-                q.delete_member_limits(c, gid, user_id)
+                delete_member_limits(c, gid, user_id)
             else:
-                q.set_member_limits(c, gid, user_id, new)
+                set_member_limits(c, gid, user_id, new)
             return "quota.set", f"user:{user_id}", limits_text(old), limits_text(new)
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
@@ -98,11 +115,11 @@ class Moderation(GuildActions):
     async def reset_member_limits(self, guild_id: int, user_id: int, *, actor: str,
                                   reason: str | None = None) -> Change:
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_member_limits(c, gid, user_id)
+            old = get_member_limits(c, gid, user_id)
             if old is None:
                 raise UserFacingError("That member has no limits of their own to reset; "
                                       "the server's usual limits already apply.")
-            q.delete_member_limits(c, gid, user_id)
+            delete_member_limits(c, gid, user_id)
             return "quota.reset", f"user:{user_id}", limits_text(old), limits_text(None)
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
@@ -111,8 +128,8 @@ class Moderation(GuildActions):
         usage = await self.quotas.usage(member)
 
         def read(c: Conn) -> tuple[LimitOverride | None, BanRecord | None]:
-            return (q.get_member_limits(c, member.guild_id, member.user_id),
-                    q.get_ban(c, member.guild_id, member.user_id))
+            return (get_member_limits(c, member.guild_id, member.user_id),
+                    get_ban(c, member.guild_id, member.user_id))
 
         override, ban = await self.db.run_read(read)
         return MemberReport(usage, override, ban)
@@ -123,13 +140,13 @@ class Moderation(GuildActions):
         values = self._limit_values(daily_videos, monthly_micro, max_concurrent)
 
         def change(c: Conn, gid: int) -> Diff:
-            old = next(iter(q.role_limits_for(c, gid, [role_id])), None)
+            old = next(iter(role_limits_for(c, gid, [role_id])), None)
             old_limits = old.limits if old else None
             new = self._merged(old_limits, values)
             if new == LimitOverride():
-                q.delete_role_limits(c, gid, role_id)
+                delete_role_limits(c, gid, role_id)
             else:
-                q.set_role_limits(c, gid, role_id, new)
+                set_role_limits(c, gid, role_id, new)
             return "role_quota.set", f"role:{role_id}", limits_text(old_limits), limits_text(new)
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
@@ -137,17 +154,17 @@ class Moderation(GuildActions):
     async def clear_role_limits(self, guild_id: int, role_id: int, *, actor: str,
                                 reason: str | None = None) -> Change:
         def change(c: Conn, gid: int) -> Diff:
-            old = next(iter(q.role_limits_for(c, gid, [role_id])), None)
+            old = next(iter(role_limits_for(c, gid, [role_id])), None)
             if old is None:
                 raise UserFacingError("That role has no limits set on this server.")
-            q.delete_role_limits(c, gid, role_id)
+            delete_role_limits(c, gid, role_id)
             return "role_quota.clear", f"role:{role_id}", limits_text(old.limits), limits_text(None)
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
     async def list_limits(self, guild_id: int) -> tuple[list[MemberLimitRecord], list[RoleLimitRecord]]:
         def read(c: Conn) -> tuple[list[MemberLimitRecord], list[RoleLimitRecord]]:
-            return q.list_member_limits(c, guild_id), q.list_role_limits(c, guild_id)
+            return list_member_limits(c, guild_id), list_role_limits(c, guild_id)
 
         return await self.db.run_read(read)
 
@@ -181,8 +198,8 @@ class Moderation(GuildActions):
         day, month = day_of(now, self.tz), month_of(now, self.tz)
 
         def change(c: Conn, gid: int) -> Diff:
-            before = qa.member_credit_month(c, gid, user_id, month)
-            q.insert_ledger(c, kind="credit", guild_id=gid, user_id=user_id, job_id=None,
+            before = member_credit_month(c, gid, user_id, month)
+            insert_ledger(c, kind="credit", guild_id=gid, user_id=user_id, job_id=None,
                             amount_micro=amount_micro, day=day, month=month, actor=actor,
                             reason=why, at=now)
             return ("credit", f"user:{user_id}", f"credit {month}: {micro_to_usd(before)}",
@@ -197,15 +214,15 @@ class Moderation(GuildActions):
         now = self.clock.now()
 
         def tx(c: Conn) -> Change:
-            job = q.get_job(c, job_id)
+            job = get_job(c, job_id)
             if job is None or (guild_id is not None and job.guild_id != guild_id):
                 raise UserFacingError(f"There is no job #{job_id} here.")
             amount = self.quotas.refund_in(c, job_id, actor, why or "", guild_id, now)
             before = f"settled {micro_to_usd(amount)} (user:{job.user_id})"
             after = f"refunded {micro_to_usd(amount)} to user:{job.user_id}"
-            audit_id = q.insert_audit(c, guild_id=job.guild_id, actor=actor, action="refund",
+            audit_id = insert_audit(c, guild_id=job.guild_id, actor=actor, action="refund",
                                       target=f"job:{job_id}", before=before, after=after, reason=why, at=now)
-            log_channel = q.get_guild_settings(c, job.guild_id).log_channel_id
+            log_channel = get_guild_settings(c, job.guild_id).log_channel_id
             return Change(audit_id, job.guild_id, actor, "refund", f"job:{job_id}", before, after, why, now,
                           log_channel, amount)
 
@@ -218,24 +235,24 @@ class Moderation(GuildActions):
         now = self.clock.now()
 
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_ban(c, gid, user_id)
-            q.add_ban(c, gid, user_id, why, actor, now)
-            return "ban", f"user:{user_id}", ban_text(old), ban_text(q.get_ban(c, gid, user_id))
+            old = get_ban(c, gid, user_id)
+            add_ban(c, gid, user_id, why, actor, now)
+            return "ban", f"user:{user_id}", ban_text(old), ban_text(get_ban(c, gid, user_id))
 
         return await self._act(change, guild_id, actor=actor, reason=why)
 
     async def unban(self, guild_id: int, user_id: int, *, actor: str, reason: str | None = None) -> Change:
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_ban(c, gid, user_id)
+            old = get_ban(c, gid, user_id)
             if old is None:
                 raise UserFacingError("That member is not banned on this server.")
-            q.remove_ban(c, gid, user_id)
+            remove_ban(c, gid, user_id)
             return "unban", f"user:{user_id}", ban_text(old), ban_text(None)
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
     async def list_bans(self, guild_id: int) -> list[BanRecord]:
-        return await self.db.run(q.list_bans, guild_id)
+        return await self.db.run(list_bans, guild_id)
 
     # ---- reading the trail ---------------------------------------------------------------------
 
@@ -243,7 +260,7 @@ class Moderation(GuildActions):
         """The guild's latest audit rows, newest first."""
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= AUDIT_MAX:
             raise InvalidInput("count", count, f"a whole number from 1 to {AUDIT_MAX}")
-        return await self.db.run(q.list_audit, guild_id, count)
+        return await self.db.run(list_audit, guild_id, count)
 
     async def record(self, guild_id: int, action: str, *, actor: str, target: str | None = None,
                      after: str | None = None, reason: str | None = None) -> Change:
@@ -260,7 +277,7 @@ class Moderation(GuildActions):
         100% of its budget and that level was not announced yet this month (recorded, so each level
         is said once a month). The caller posts them."""
         warnings = []
-        for guild_id, channel_id in await self.db.run(qa.guilds_with_log_channel):
+        for guild_id, channel_id in await self.db.run(guilds_with_log_channel):
             found = await self.quotas.budget_warning(guild_id)
             if found is not None:
                 level, spent, budget = found

@@ -9,7 +9,16 @@ from typing import Any
 
 from bot.config import SAFETY_MODES, Config, micro_to_usd
 from bot.db import Conn, Database
-from bot.db import queries as q
+from bot.db.guilds import (
+    add_blocklist_term,
+    add_gen_channel,
+    get_guild_settings,
+    list_blocklist,
+    list_gen_channels,
+    remove_blocklist_term,
+    remove_gen_channel,
+    update_guild_settings,
+)
 from bot.db.records import GuildSettings
 from bot.errors import InvalidInput, UserFacingError
 from bot.services.moderation_values import (
@@ -42,9 +51,9 @@ class GuildActions:
         column = stored_limit("amount", amount, None)
 
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_guild_settings(c, gid)
+            old = get_guild_settings(c, gid)
             # A new budget is measured afresh: its 80% / 100% warnings may come again this month.
-            q.update_guild_settings(c, gid, monthly_budget_micro=column, budget_warned_month=None,
+            update_guild_settings(c, gid, monthly_budget_micro=column, budget_warned_month=None,
                                     budget_warned_level=0)
             return "budget.set", None, self._budget_text(old.monthly_budget_micro), self._budget_text(column)
 
@@ -60,18 +69,18 @@ class GuildActions:
         why = clean_reason(reason)
 
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_guild_settings(c, gid)
-            new = q.update_guild_settings(c, gid, paused=True, pause_reason=why)
+            old = get_guild_settings(c, gid)
+            new = update_guild_settings(c, gid, paused=True, pause_reason=why)
             return "pause", None, pause_text(old), pause_text(new)
 
         return await self._act(change, guild_id, actor=actor, reason=why)
 
     async def resume(self, guild_id: int, *, actor: str, reason: str | None = None) -> Change:
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_guild_settings(c, gid)
+            old = get_guild_settings(c, gid)
             if not old.paused:
                 raise UserFacingError("Video generation is not paused on this server.")
-            new = q.update_guild_settings(c, gid, paused=False, pause_reason=None)
+            new = update_guild_settings(c, gid, paused=False, pause_reason=None)
             return "resume", None, pause_text(old), pause_text(new)
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
@@ -81,36 +90,36 @@ class GuildActions:
     async def add_channel(self, guild_id: int, channel_id: int, *, actor: str, reason: str | None = None
                           ) -> Change:
         def change(c: Conn, gid: int) -> Diff:
-            before = q.list_gen_channels(c, gid)
-            if not q.add_gen_channel(c, gid, channel_id):
+            before = list_gen_channels(c, gid)
+            if not add_gen_channel(c, gid, channel_id):
                 raise UserFacingError("That channel is already a generation channel.")
             return ("channels.add", f"channel:{channel_id}", ids_text("channel", before, "any channel"),
-                    ids_text("channel", q.list_gen_channels(c, gid), "any channel"))
+                    ids_text("channel", list_gen_channels(c, gid), "any channel"))
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
     async def remove_channel(self, guild_id: int, channel_id: int, *, actor: str,
                              reason: str | None = None) -> Change:
         def change(c: Conn, gid: int) -> Diff:
-            before = q.list_gen_channels(c, gid)
-            if not q.remove_gen_channel(c, gid, channel_id):
+            before = list_gen_channels(c, gid)
+            if not remove_gen_channel(c, gid, channel_id):
                 raise UserFacingError("That channel is not a generation channel.")
             return ("channels.remove", f"channel:{channel_id}", ids_text("channel", before, "any channel"),
-                    ids_text("channel", q.list_gen_channels(c, gid), "any channel"))
+                    ids_text("channel", list_gen_channels(c, gid), "any channel"))
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
     async def list_channels(self, guild_id: int) -> list[int]:
         """The generation channels; empty = /video works in every channel."""
-        return await self.db.run(q.list_gen_channels, guild_id)
+        return await self.db.run(list_gen_channels, guild_id)
 
     async def add_blocked_term(self, guild_id: int, term: str, *, actor: str, reason: str | None = None
                                ) -> Change:
         text = self._term(term)
 
         def change(c: Conn, gid: int) -> Diff:
-            before = len(q.list_blocklist(c, gid))
-            if not q.add_blocklist_term(c, gid, text):
+            before = len(list_blocklist(c, gid))
+            if not add_blocklist_term(c, gid, text):
                 raise UserFacingError(f"{text!r} is already on the blocklist.")
             return "blocklist.add", f"term:{text}", terms_text(before), terms_text(before + 1)
 
@@ -121,15 +130,15 @@ class GuildActions:
         text = self._term(term)
 
         def change(c: Conn, gid: int) -> Diff:
-            before = len(q.list_blocklist(c, gid))
-            if not q.remove_blocklist_term(c, gid, text):
+            before = len(list_blocklist(c, gid))
+            if not remove_blocklist_term(c, gid, text):
                 raise UserFacingError(f"{text!r} is not on the blocklist.")
             return "blocklist.remove", f"term:{text}", terms_text(before), terms_text(before - 1)
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
     async def list_blocklist(self, guild_id: int) -> list[str]:
-        return await self.db.run(q.list_blocklist, guild_id)
+        return await self.db.run(list_blocklist, guild_id)
 
     @staticmethod
     def _term(term: str) -> str:
@@ -145,8 +154,8 @@ class GuildActions:
                           reason: str | None = None) -> Change:
         """The role whose members may moderate (besides Manage Server); None clears it."""
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_guild_settings(c, gid).mod_role_id
-            q.update_guild_settings(c, gid, mod_role_id=role_id)
+            old = get_guild_settings(c, gid).mod_role_id
+            update_guild_settings(c, gid, mod_role_id=role_id)
             return ("modrole.set", f"role:{role_id}" if role_id else None,
                     f"role:{old}" if old else "none", f"role:{role_id}" if role_id else "none")
 
@@ -156,8 +165,8 @@ class GuildActions:
                              reason: str | None = None) -> Change:
         """Where moderator actions and budget warnings are posted; None clears it."""
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_guild_settings(c, gid).log_channel_id
-            q.update_guild_settings(c, gid, log_channel_id=channel_id)
+            old = get_guild_settings(c, gid).log_channel_id
+            update_guild_settings(c, gid, log_channel_id=channel_id)
             return ("logchannel.set", f"channel:{channel_id}" if channel_id else None,
                     f"channel:{old}" if old else "none", f"channel:{channel_id}" if channel_id else "none")
 
@@ -177,11 +186,11 @@ class GuildActions:
                 "operator in runware.safety_mode); a server may only choose the same or a stricter one"))
 
         def change(c: Conn, gid: int) -> Diff:
-            old = q.get_guild_settings(c, gid).safety_mode
-            q.update_guild_settings(c, gid, safety_mode=mode)
+            old = get_guild_settings(c, gid).safety_mode
+            update_guild_settings(c, gid, safety_mode=mode)
             return "safety.mode", None, old or f"default ({floor})", mode
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
     async def settings(self, guild_id: int) -> GuildSettings:
-        return await self.db.run(q.get_guild_settings, guild_id)
+        return await self.db.run(get_guild_settings, guild_id)

@@ -17,7 +17,9 @@ import time
 import uuid
 
 from bot.db import Conn, Database
-from bot.db import queries as q
+from bot.db.jobs import claim_jobs, finish_job, get_jobs, set_cancelled_by
+from bot.db.money import insert_ledger
+from bot.db.queue import count_in_flight, next_in_queue, queue_order, stale_cancelled_claims
 from bot.db.records import JobRecord
 
 HOST = socket.gethostname()
@@ -60,25 +62,25 @@ async def next_to_submit(
 
 def _take(c: Conn, max_in_flight: int, run_id: str, now: float, stale: float) -> list[JobRecord]:
     # A cancel that came while a job was claimed, whose taker never came back: finish it here.
-    for job in q.get_jobs(c, q.stale_cancelled_claims(c, stale)):
+    for job in get_jobs(c, stale_cancelled_claims(c, stale)):
         cancel_queued(c, job, job.cancelled_by or "system", now)
-    slots = max_in_flight - q.count_in_flight(c, run_id, stale)
+    slots = max_in_flight - count_in_flight(c, run_id, stale)
     if slots <= 0:
         return []
-    ids = q.next_in_queue(c, run_id, stale, slots)
+    ids = next_in_queue(c, run_id, stale, slots)
     if not ids:
         return []
-    q.claim_jobs(c, ids, run_id, now)
-    jobs = {job.id: job for job in q.get_jobs(c, ids)}
+    claim_jobs(c, ids, run_id, now)
+    jobs = {job.id: job for job in get_jobs(c, ids)}
     return [jobs[i] for i in ids]
 
 
 def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
     """A job that never reached Runware: cancelled, and its reserve released (free)."""
-    if not q.finish_job(c, job.id, "cancelled", f"Cancelled by {actor}", 0, now):
+    if not finish_job(c, job.id, "cancelled", f"Cancelled by {actor}", 0, now):
         return False
-    q.set_cancelled_by(c, job.id, actor)
-    q.insert_ledger(
+    set_cancelled_by(c, job.id, actor)
+    insert_ledger(
         c, kind="release", guild_id=job.guild_id, user_id=job.user_id, job_id=job.id,
         amount_micro=job.estimate_micro, day=job.day, month=job.month, actor="system",
         reason="cancelled before submit", at=now,
@@ -88,7 +90,7 @@ def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
 
 async def queue_positions(db: Database) -> dict[int, int]:
     """job id -> 1-based place among all waiting jobs, for every queued job (one query per tick)."""
-    return {job_id: place for place, job_id in enumerate(await db.run(q.queue_order), start=1)}
+    return {job_id: place for place, job_id in enumerate(await db.run(queue_order), start=1)}
 
 
 async def queue_position(db: Database, job_id: int) -> int | None:

@@ -12,7 +12,18 @@ from datetime import datetime, tzinfo
 
 from bot.config import LimitsConfig, micro_to_usd
 from bot.db import Conn, Database
-from bot.db import queries as q
+from bot.db.guilds import (
+    get_ban,
+    get_guild_settings,
+    get_member_limits,
+    list_blocklist,
+    list_gen_channels,
+    role_limits_for,
+    update_guild_settings,
+)
+from bot.db.jobs import get_job
+from bot.db.kv import kv_get, kv_set
+from bot.db.money import guild_spent_month, insert_ledger, job_money, spend_numbers
 from bot.db.records import UNLIMITED, LimitOverride
 from bot.errors import InvalidInput, LimitExceeded, NotPermitted, RunwareUnavailable, UserFacingError
 from bot.services.clock import (
@@ -110,9 +121,9 @@ class Quotas:
         return await self.db.run(self.limits_in, member)
 
     def limits_in(self, c: Conn, member: Member) -> EffectiveLimits:
-        own = q.get_member_limits(c, member.guild_id, member.user_id) or LimitOverride()
-        roles = [r.limits for r in q.role_limits_for(c, member.guild_id, member.role_ids)]
-        budget = q.get_guild_settings(c, member.guild_id).monthly_budget_micro
+        own = get_member_limits(c, member.guild_id, member.user_id) or LimitOverride()
+        roles = [r.limits for r in role_limits_for(c, member.guild_id, member.role_ids)]
+        budget = get_guild_settings(c, member.guild_id).monthly_budget_micro
         if budget is None:
             guild_budget = self.limits.guild_monthly_micro_usd
         else:
@@ -135,7 +146,7 @@ class Quotas:
     def _usage(self, c: Conn, member: Member, now: float) -> MemberUsage:
         day, month = day_of(now, self.tz), month_of(now, self.tz)
         limits = self.limits_in(c, member)
-        n = q.spend_numbers(c, member.guild_id, member.user_id, day, month)
+        n = spend_numbers(c, member.guild_id, member.user_id, day, month)
         allowance = None if limits.monthly_micro is None else limits.monthly_micro + n.member_credit_month
         return MemberUsage(
             member=member,
@@ -163,27 +174,27 @@ class Quotas:
 
     def check_access(self, c: Conn, member: Member) -> None:
         """Ban, guild pause, bot-wide Runware pause, in that order."""
-        ban = q.get_ban(c, member.guild_id, member.user_id)
+        ban = get_ban(c, member.guild_id, member.user_id)
         if ban is not None:
             why = f": {ban.reason}" if ban.reason else ""
             raise LimitExceeded("ban", f"You are banned from generating videos here{why}.")
-        settings = q.get_guild_settings(c, member.guild_id)
+        settings = get_guild_settings(c, member.guild_id)
         if settings.paused:
             why = f": {settings.pause_reason}" if settings.pause_reason else ""
             raise LimitExceeded("pause", f"Video generation is paused on this server{why}.")
-        paused = q.kv_get(c, RUNWARE_PAUSE_KEY)
+        paused = kv_get(c, RUNWARE_PAUSE_KEY)
         if paused is not None:
             raise RunwareUnavailable(RUNWARE_PAUSED_MESSAGE)
 
     def check_place(self, c: Conn, member: Member, channel_id: int, blocklist_text: str | None) -> None:
         """Generation channels, then the blocklist (against prompt + negative prompt)."""
         if member.guild_id != 0:
-            channels = q.list_gen_channels(c, member.guild_id)
+            channels = list_gen_channels(c, member.guild_id)
             if channels and channel_id not in channels:
                 where = ", ".join(f"<#{ch}>" for ch in channels)
                 raise NotPermitted(f"Videos can only be generated in {where} on this server.")
         if blocklist_text:
-            term = blocked_term(blocklist_text, q.list_blocklist(c, member.guild_id))
+            term = blocked_term(blocklist_text, list_blocklist(c, member.guild_id))
             if term is not None:
                 raise InvalidInput(
                     "prompt", blocklist_text, "a prompt without the terms this server blocks",
@@ -197,7 +208,7 @@ class Quotas:
         Raises LimitExceeded naming the limit, the numbers and when it resets."""
         day, month = day_of(now, self.tz), month_of(now, self.tz)
         lim = self.limits_in(c, member)
-        n = q.spend_numbers(c, member.guild_id, member.user_id, day, month)
+        n = spend_numbers(c, member.guild_id, member.user_id, day, month)
         day_reset, month_reset = next_day_start(now, self.tz), next_month_start(now, self.tz)
         est = _usd(estimate_micro)
 
@@ -254,10 +265,10 @@ class Quotas:
         return await self.db.run_tx(self.refund_in, job_id, actor, reason, guild_id, self.clock.now())
 
     def refund_in(self, c: Conn, job_id: int, actor: str, reason: str, guild_id: int | None, now: float) -> int:
-        job = q.get_job(c, job_id)
+        job = get_job(c, job_id)
         if job is None or (guild_id is not None and job.guild_id != guild_id):
             raise UserFacingError(f"There is no job #{job_id} here.")
-        money = q.job_money(c, job_id)
+        money = job_money(c, job_id)
         if money.refunded is not None:
             raise UserFacingError(f"Job #{job_id} was already refunded ({_usd(money.refunded)}).")
         if money.settled is None:
@@ -266,7 +277,7 @@ class Quotas:
             )
         if money.settled == 0:
             raise UserFacingError(f"Job #{job_id} cost nothing, so there is nothing to refund.")
-        row = q.insert_ledger(
+        row = insert_ledger(
             c, kind="refund", guild_id=job.guild_id, user_id=job.user_id, job_id=job_id,
             amount_micro=money.settled, day=job.day, month=job.month, actor=actor, reason=reason, at=now,
         )
@@ -280,7 +291,7 @@ class Quotas:
             raise InvalidInput("amount", "0", "a non-zero amount in USD, e.g. 2.50 or -1.00")
         now = self.clock.now()
         await self.db.run(
-            q.insert_ledger, kind="credit", guild_id=member.guild_id, user_id=member.user_id, job_id=None,
+            insert_ledger, kind="credit", guild_id=member.guild_id, user_id=member.user_id, job_id=None,
             amount_micro=amount_micro, day=day_of(now, self.tz), month=month_of(now, self.tz),
             actor=actor, reason=reason, at=now,
         )
@@ -290,7 +301,7 @@ class Quotas:
         100% warning goes out even though reservations stop short of exactly 100%."""
         if exc.limit == "guild_monthly_usd":
             month = month_of(self.clock.now(), self.tz)
-            await self.db.run(q.kv_set, budget_refused_key(member.guild_id), month)
+            await self.db.run(kv_set, budget_refused_key(member.guild_id), month)
 
     async def budget_warning(self, guild_id: int) -> tuple[int, int, int] | None:
         """(level %, spent, budget) when the guild's spend this month crossed 80% or 100% of its
@@ -301,16 +312,16 @@ class Quotas:
         budget = self.limits_in(c, Member(guild_id, 0)).guild_monthly_micro
         if not budget:
             return None
-        spent = q.guild_spent_month(c, guild_id, month)
-        exhausted = q.kv_get(c, budget_refused_key(guild_id)) == month
+        spent = guild_spent_month(c, guild_id, month)
+        exhausted = kv_get(c, budget_refused_key(guild_id)) == month
         reached = [lv for lv in BUDGET_WARN_LEVELS if spent * 100 >= budget * lv or (exhausted and lv == 100)]
         if not reached:
             return None
-        settings = q.get_guild_settings(c, guild_id)
+        settings = get_guild_settings(c, guild_id)
         done = settings.budget_warned_level if settings.budget_warned_month == month else 0
         if reached[-1] <= done:
             return None
-        q.update_guild_settings(c, guild_id, budget_warned_month=month, budget_warned_level=reached[-1])
+        update_guild_settings(c, guild_id, budget_warned_month=month, budget_warned_level=reached[-1])
         return reached[-1], spent, budget
 
 

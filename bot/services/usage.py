@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from bot.config import Config, micro_to_decimal_str
 from bot.db import Database
-from bot.db import queries_admin as qa
+from bot.db.reports import usage_by
 from bot.errors import InvalidInput
 from bot.services.clock import Clock, day_of, local
 
@@ -100,5 +100,5 @@ class Usage:
         first = since_day(period, self.clock.now(), self.cfg)
         if by not in GROUPINGS:
             raise InvalidInput("by", by, ", ".join(GROUPINGS))
-        rows = await self.db.run_read(qa.usage_by, guild_id=guild_id, since_day=first, by=by)
+        rows = await self.db.run_read(usage_by, guild_id=guild_id, since_day=first, by=by)
         return UsageReport(guild_id, period, by, first, [UsageLine(**r) for r in rows])

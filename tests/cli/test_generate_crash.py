@@ -26,7 +26,8 @@ from bot import failpoints
 from bot.cli.generate_run import TerminalSink
 from bot.config import Config, load_config
 from bot.db import open_database
-from bot.db import queries as q
+from bot.db.jobs import jobs_by_state, results_for_job
+from bot.db.money import ledger_rows
 from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
@@ -108,9 +109,9 @@ async def generate(config: Path, out: Path, *extra: str, prompt: str = "a lighth
 async def read_db(path: Path):
     db = await open_database(path)
     try:
-        jobs = sorted(await q.jobs_by_state(db, None, 1000), key=lambda j: j.id)
-        ledger = await q.ledger_rows(db)
-        results = {job.id: await q.results_for_job(db, job.id) for job in jobs}
+        jobs = sorted(await jobs_by_state(db, None, 1000), key=lambda j: j.id)
+        ledger = await ledger_rows(db)
+        results = {job.id: await results_for_job(db, job.id) for job in jobs}
     finally:
         await db.close()
     return jobs, ledger, results

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from bot.db import Conn, MigrationError, open_database
-from bot.db import queries as q
 from bot.db.connection import load_migrations
+from bot.db.guilds import add_blocklist_term, get_guild_settings, update_guild_settings
+from bot.db.jobs import insert_job, insert_result
+from bot.db.kv import kv_get, kv_set
+from bot.db.money import insert_ledger, ledger_for_job
 
 TABLES = {"jobs", "results", "ledger", "member_limits", "role_limits", "guild_settings", "gen_channels",
           "blocklist", "bans", "audit", "heartbeat", "kv"}
@@ -39,12 +42,12 @@ async def test_empty_database_migrates_to_latest(tmp_path):
 async def test_reopening_is_a_no_op(tmp_path):
     path = tmp_path / "bot.sqlite3"
     db = await open_database(path)
-    await db.run(q.kv_set, "command_hash", "abc")
+    await db.run(kv_set, "command_hash", "abc")
     await db.close()
     # 001 has plain CREATE TABLEs: running it again would fail, so a clean reopen proves it was skipped.
     db = await open_database(path)
     assert await db.user_version() == load_migrations()[-1].version
-    assert await db.run(q.kv_get, "command_hash") == "abc"
+    assert await db.run(kv_get, "command_hash") == "abc"
     await db.close()
 
 
@@ -102,13 +105,13 @@ async def test_transaction_rolls_back_on_error(tmp_path):
     db = await open_database(tmp_path / "bot.sqlite3")
     with pytest.raises(RuntimeError, match="boom"):
         async with db.transaction() as tx:
-            await tx.run(q.kv_set, "a", "1")
+            await tx.run(kv_set, "a", "1")
             raise RuntimeError("boom")
-    assert await db.run(q.kv_get, "a") is None
+    assert await db.run(kv_get, "a") is None
     async with db.transaction() as tx:
-        await tx.run(q.kv_set, "a", "2")
-        await db.run(q.kv_set, "b", "3")  # the owning task may use the Database: same transaction
-    assert (await db.run(q.kv_get, "a"), await db.run(q.kv_get, "b")) == ("2", "3")
+        await tx.run(kv_set, "a", "2")
+        await db.run(kv_set, "b", "3")  # the owning task may use the Database: same transaction
+    assert (await db.run(kv_get, "a"), await db.run(kv_get, "b")) == ("2", "3")
     with pytest.raises(RuntimeError, match="nested"):
         async with db.transaction():
             async with db.transaction():
@@ -120,25 +123,25 @@ async def test_run_tx_is_all_or_nothing_in_one_call(tmp_path):
     db = await open_database(tmp_path / "bot.sqlite3")
 
     def write_then_fail(c: Conn) -> None:
-        q.kv_set(c, "a", "1")  # query functions given a Conn run at once, in the database thread
-        q.kv_set(c, "b", "2")
+        kv_set(c, "a", "1")  # query functions given a Conn run at once, in the database thread
+        kv_set(c, "b", "2")
         raise LookupError("stop")
 
     with pytest.raises(LookupError):
         await db.run_tx(write_then_fail)
-    assert (await q.kv_get(db, "a"), await db.run(q.kv_get, "b")) == (None, None)
+    assert (await kv_get(db, "a"), await db.run(kv_get, "b")) == (None, None)
 
     def write(c: Conn, value: str) -> str | None:
-        q.kv_set(c, "a", value)
-        return q.kv_get(c, "a")
+        kv_set(c, "a", value)
+        return kv_get(c, "a")
 
     assert await db.run_tx(write, "1") == "1"
-    assert await db.run_read(q.kv_get, "a") == "1"
+    assert await db.run_read(kv_get, "a") == "1"
     async with db.transaction() as tx:
         with pytest.raises(RuntimeError, match="tx.run"):
             await db.run_tx(write, "2")
         assert await tx.run(write, "3") == "3"
-    assert await q.kv_get(db, "a") == "3"
+    assert await kv_get(db, "a") == "3"
     await db.close()
 
 
@@ -149,27 +152,27 @@ async def test_other_tasks_wait_for_an_open_transaction(tmp_path):
 
     async def failing_transaction() -> None:
         async with db.transaction() as tx:
-            await tx.run(q.kv_set, "mine", "x")
+            await tx.run(kv_set, "mine", "x")
             inside.set()
             await release.wait()
             raise RuntimeError("abort")
 
     first = asyncio.create_task(failing_transaction())
     await inside.wait()
-    other = asyncio.create_task(q.kv_set(db, "other", "y"))
+    other = asyncio.create_task(kv_set(db, "other", "y"))
     await asyncio.sleep(0)  # let it reach the lock
     assert not other.done()
     release.set()
     with pytest.raises(RuntimeError, match="abort"):
         await first
     await other
-    assert await db.run(q.kv_get, "mine") is None
-    assert await db.run(q.kv_get, "other") == "y"
+    assert await db.run(kv_get, "mine") is None
+    assert await db.run(kv_get, "other") == "y"
     await db.close()
 
 
 async def _job(db, task_uuid: str = "t-1") -> int:
-    return await q.insert_job(
+    return await insert_job(
         db, guild_id=1, channel_id=2, user_id=3, model_key="m", params={"prompt": "x"}, task_uuid=task_uuid,
         duration_s=5, variations=1, estimate_micro=350_000, created_at=1.0, day="2024-01-01",
         month="2024-01", upload_limit=None, parent_job_id=None,
@@ -177,7 +180,7 @@ async def _job(db, task_uuid: str = "t-1") -> int:
 
 
 async def _money(db, job_id: int, kind: str, amount: int = 350_000, reserved: int = 350_000) -> int | None:
-    return await q.insert_ledger(
+    return await insert_ledger(
         db, kind=kind, guild_id=1, user_id=3, job_id=job_id, amount_micro=amount, day="2024-01-01",
         month="2024-01", actor="test", reason=None, at=1.0, reserved_micro=reserved,
     )
@@ -209,7 +212,7 @@ async def test_ledger_is_append_only_and_exactly_once(tmp_path):
         await _money(db, job_id, "reserve", -1)
     with pytest.raises(sqlite3.IntegrityError):  # foreign keys are on
         await _money(db, 999, "settle")
-    assert [r.kind for r in await db.run(q.ledger_for_job, job_id)] == ["reserve", "settle", "refund"]
+    assert [r.kind for r in await db.run(ledger_for_job, job_id)] == ["reserve", "settle", "refund"]
     await db.close()
 
 
@@ -220,9 +223,9 @@ async def test_schema_rejects_bad_rows(tmp_path):
         await _job(db)  # task_uuid is unique
     with pytest.raises(sqlite3.IntegrityError):
         await db.run(Conn.execute, "UPDATE jobs SET state = 'exploded' WHERE id = ?", (job_id,))
-    first = await db.run(q.insert_result, job_id=job_id, video_uuid="v", video_url=None, seed=1, cost_micro=1,
+    first = await db.run(insert_result, job_id=job_id, video_uuid="v", video_url=None, seed=1, cost_micro=1,
                                   nsfw=False, now=1.0)
-    again = await db.run(q.insert_result, job_id=job_id, video_uuid="v", video_url=None, seed=1, cost_micro=1,
+    again = await db.run(insert_result, job_id=job_id, video_uuid="v", video_url=None, seed=1, cost_micro=1,
                                   nsfw=False, now=1.0)
     assert first is not None and again is None
     await db.close()
@@ -230,14 +233,14 @@ async def test_schema_rejects_bad_rows(tmp_path):
 
 async def test_guild_settings_and_backup(tmp_path):
     db = await open_database(tmp_path / "bot.sqlite3")
-    assert (await db.run(q.get_guild_settings, 5)).paused is False
-    settings = await db.run(q.update_guild_settings, 5, paused=True, pause_reason="x", log_channel_id=9)
+    assert (await db.run(get_guild_settings, 5)).paused is False
+    settings = await db.run(update_guild_settings, 5, paused=True, pause_reason="x", log_channel_id=9)
     assert (settings.paused, settings.pause_reason, settings.log_channel_id) == (True, "x", 9)
-    settings = await db.run(q.update_guild_settings, 5, paused=False)
+    settings = await db.run(update_guild_settings, 5, paused=False)
     assert (settings.paused, settings.log_channel_id) == (False, 9)
     with pytest.raises(ValueError):
-        await db.run(q.update_guild_settings, 5, owner_id=6)
-    assert await db.run(q.add_blocklist_term, 5, "Gore") and not await db.run(q.add_blocklist_term, 5, "gore")
+        await db.run(update_guild_settings, 5, owner_id=6)
+    assert await db.run(add_blocklist_term, 5, "Gore") and not await db.run(add_blocklist_term, 5, "gore")
     await db.backup(tmp_path / "copy" / "backup.sqlite3")
     await db.close()
     with raw(tmp_path / "copy" / "backup.sqlite3") as conn:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import queries as q
+from bot.db.audit import list_audit
+from bot.db.guilds import get_ban, get_guild_settings
 from bot.discordbot.cogs.admin import REFUSAL
 from tests.fakes.discord_state import DEFAULT_OWNER_ID
 from tests.fakes.world import BotWorld, started_world
@@ -63,7 +64,7 @@ async def text_of(w: BotWorld, iid: str) -> str:
 
 async def audit_rows(w: BotWorld) -> list:
     assert w.bot is not None and w.bot.db is not None
-    return list(reversed(await q.list_audit(w.bot.db, w.seed.guild_id, 1000)))
+    return list(reversed(await list_audit(w.bot.db, w.seed.guild_id, 1000)))
 
 
 def leaves(command: dict, prefix: str = "") -> list[str]:
@@ -107,9 +108,9 @@ async def test_a_member_is_refused_everything_even_when_the_server_loosened_it(w
         iid = await admin(w, path, options, user_id=w.seed.user_id, permissions=0)
         assert await text_of(w, iid) == REFUSAL, path
     assert await audit_rows(w) == []
-    settings = await q.get_guild_settings(w.bot.db, w.seed.guild_id)
+    settings = await get_guild_settings(w.bot.db, w.seed.guild_id)
     assert not settings.paused and settings.mod_role_id is None and settings.log_channel_id is None
-    assert await q.get_ban(w.bot.db, w.seed.guild_id, w.seed.user_id) is None
+    assert await get_ban(w.bot.db, w.seed.guild_id, w.seed.user_id) is None
 
 
 async def test_each_subcommand_answers_and_is_audited(world: BotWorld) -> None:
@@ -150,7 +151,7 @@ async def test_each_subcommand_answers_and_is_audited(world: BotWorld) -> None:
     assert (first.before, first.after, first.reason) == (
         "daily_videos=default, monthly_usd=default, max_concurrent=default",
         "daily_videos=7, monthly_usd=unlimited, max_concurrent=default", "trusted")
-    assert (await q.get_guild_settings(w.bot.db, gid)).safety_mode == "full"
+    assert (await get_guild_settings(w.bot.db, gid)).safety_mode == "full"
 
     # The read-only ones: lists and the trail itself (every action above, newest first).
     await admin(w, "channels add", {"channel": OTHER_CHANNEL})
@@ -191,7 +192,7 @@ async def test_the_moderator_role_grants_the_console(world: BotWorld) -> None:
     assert (await audit_rows(w))[-1].actor == f"discord:{MOD_MEMBER}"
     # Someone without the role (and without Manage Server) still gets nothing.
     assert await text_of(w, await admin(w, "resume", user_id=w.seed.user_id)) == REFUSAL
-    assert (await q.get_guild_settings(w.bot.db, w.seed.guild_id)).paused
+    assert (await get_guild_settings(w.bot.db, w.seed.guild_id)).paused
 
 
 async def test_the_log_channel_gets_a_line_per_action(world: BotWorld) -> None:

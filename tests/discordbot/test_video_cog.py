@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.db.guilds import add_gen_channel
 from tests.fakes.world import BotWorld, callback, image_bytes, started_world
 
 EPHEMERAL = 64
@@ -140,9 +141,7 @@ async def test_generation_channels_refuse_other_channels_with_a_pointer(world: B
     w = world
     gen_channel = 555_000_000_000_000_001
     w.fake.add_channel(w.seed.guild_id, gen_channel, "video-gen")
-    from bot.db import queries as q
-
-    await q.add_gen_channel(w.bot.db, w.seed.guild_id, gen_channel)
+    await add_gen_channel(w.bot.db, w.seed.guild_id, gen_channel)
     iid = await w.video({"prompt": "somewhere else"})
     text = await w.reply(iid)
     assert f"<#{gen_channel}>" in text

@@ -20,7 +20,8 @@ from PIL import Image
 from pydantic import SecretStr
 
 from bot.config import Config, Secrets
-from bot.db import queries as q
+from bot.db.jobs import jobs_by_state
+from bot.db.money import ledger_rows
 from bot.db.records import JobRecord, LedgerRecord
 from bot.discordbot.app import KlingBot, run_bot
 from bot.discordbot.endpoints import reset_discord_endpoints
@@ -174,11 +175,11 @@ class BotWorld:
 
     async def jobs(self) -> list[JobRecord]:
         assert self.bot is not None and self.bot.db is not None
-        return await q.jobs_by_state(self.bot.db, None, 1000)
+        return await jobs_by_state(self.bot.db, None, 1000)
 
     async def ledger(self, **filters: Any) -> list[LedgerRecord]:
         assert self.bot is not None and self.bot.db is not None
-        return await q.ledger_rows(self.bot.db, **filters)
+        return await ledger_rows(self.bot.db, **filters)
 
     async def wait_notified(self, job_id: int, timeout: float = 20.0) -> JobRecord:
         """The job once its final message is recorded (notified_at set)."""

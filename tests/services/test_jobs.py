@@ -18,7 +18,9 @@ import pytest
 
 from bot.config import LimitsConfig
 from bot.db import Conn, open_database
-from bot.db import queries as q
+from bot.db.guilds import add_blocklist_term, add_gen_channel
+from bot.db.jobs import get_job_by_task
+from bot.db.money import ledger_for_job
 from bot.errors import InvalidInput, NotPermitted
 from bot.runware.models import VideoResult
 from bot.services import queue
@@ -210,13 +212,13 @@ async def test_timeout_keeps_reserve_until_late_cost_or_window(env):
 
 
 async def test_channel_and_blocklist_checked_in_the_reserve(env):
-    await env.db.run(q.add_gen_channel, 1, 10)
-    await env.db.run(q.add_gen_channel, 1, 11)
+    await env.db.run(add_gen_channel, 1, 10)
+    await env.db.run(add_gen_channel, 1, 11)
     with pytest.raises(NotPermitted, match="<#10>, <#11>"):
         await env.create(channel_id=12)
     await env.create(channel_id=11)
     await env.create(Member(2, 5), channel_id=99)  # a guild without generation channels
-    await env.db.run(q.add_blocklist_term, 1, "Gore")
+    await env.db.run(add_blocklist_term, 1, "Gore")
     with pytest.raises(InvalidInput) as info:
         await env.create(blocklist_text="a GORE scene")
     assert info.value.field == "prompt" and "'Gore'" in info.value.message
@@ -300,8 +302,8 @@ async def test_killed_at_a_failpoint_loses_nothing(tmp_path, failpoint, finish):
                           text=True, timeout=60, env={**os.environ, "KLINGBOT_FAILPOINT": failpoint})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     db = await open_database(path)
-    job = await db.run(q.get_job_by_task, "crash-1")
-    kinds = Counter(r.kind for r in await db.run(q.ledger_for_job, job.id))
+    job = await db.run(get_job_by_task, "crash-1")
+    kinds = Counter(r.kind for r in await db.run(ledger_for_job, job.id))
     if finish is None:
         assert job.state == "queued" and kinds == {"reserve": 1}
     else:

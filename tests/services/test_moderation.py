@@ -11,7 +11,9 @@ import pytest
 
 from bot.config import Config
 from bot.db import Conn, open_database
-from bot.db import queries as q
+from bot.db.audit import list_audit
+from bot.db.guilds import get_member_limits
+from bot.db.money import ledger_rows
 from bot.db.records import UNLIMITED as UNLIMITED_COLUMN
 from bot.db.records import LimitOverride
 from bot.errors import InvalidInput, LimitExceeded, NotPermitted, UserFacingError
@@ -57,7 +59,7 @@ class Env:
         return job
 
     async def audit_rows(self, guild_id: int = G):
-        return list(reversed(await self.db.run(q.list_audit, guild_id, 1000)))
+        return list(reversed(await self.db.run(list_audit, guild_id, 1000)))
 
     async def count(self, table: str) -> int:
         return int(await self.db.run(Conn.fetchval, f"SELECT COUNT(*) FROM {table}"))
@@ -128,7 +130,7 @@ def test_credit_amount_must_be_a_non_zero_usd_amount(value: str) -> None:
 async def test_set_member_limits_writes_the_override_and_its_audit_row(env: Env) -> None:
     change = await env.mod.set_member_limits(G, 100, daily_videos=10, monthly_micro=UNLIMITED, actor=MOD,
                                              reason="trusted creator")
-    assert await env.db.run(q.get_member_limits, G, 100) == LimitOverride(10, UNLIMITED_COLUMN, None)
+    assert await env.db.run(get_member_limits, G, 100) == LimitOverride(10, UNLIMITED_COLUMN, None)
     [row] = await env.audit_rows()
     assert (row.actor, row.action, row.target) == (MOD, "quota.set", "user:100")
     assert row.reason == "trusted creator"
@@ -141,7 +143,7 @@ async def test_set_member_limits_writes_the_override_and_its_audit_row(env: Env)
 
     # KEEP leaves the others alone; DEFAULT removes one override.
     await env.mod.set_member_limits(G, 100, max_concurrent=1, monthly_micro=DEFAULT, actor=MOD)
-    assert await env.db.run(q.get_member_limits, G, 100) == LimitOverride(10, None, 1)
+    assert await env.db.run(get_member_limits, G, 100) == LimitOverride(10, None, 1)
     last = (await env.audit_rows())[-1]
     assert last.before == row.after and last.after == "daily_videos=10, monthly_usd=default, max_concurrent=1"
     assert last.reason is None
@@ -161,13 +163,13 @@ async def test_setting_nothing_or_nonsense_writes_nothing(env: Env) -> None:
     await nothing_written(env, env.mod.set_member_limits(G, 100, daily_videos=-3, actor=MOD))
     with pytest.raises(TypeError):
         await env.mod.set_member_limits(G, 100, daily_videos=None, actor=MOD)  # type: ignore[arg-type]
-    assert await env.db.run(q.get_member_limits, G, 100) is None
+    assert await env.db.run(get_member_limits, G, 100) is None
 
 
 async def test_reset_member_limits(env: Env) -> None:
     await env.mod.set_member_limits(G, 100, daily_videos=0, actor=MOD)
     change = await env.mod.reset_member_limits(G, 100, actor=MOD, reason="appeal accepted")
-    assert await env.db.run(q.get_member_limits, G, 100) is None
+    assert await env.db.run(get_member_limits, G, 100) is None
     assert change.before == "daily_videos=0, monthly_usd=default, max_concurrent=default"
     assert change.after == "daily_videos=default, monthly_usd=default, max_concurrent=default"
     err = await nothing_written(env, env.mod.reset_member_limits(G, 100, actor=MOD))
@@ -208,7 +210,7 @@ async def test_credit_adds_and_a_negative_credit_takes_away(env: Env) -> None:
     change = await env.mod.credit(G, 100, 2_500_000, actor=MOD, reason="contest prize")
     assert (change.action, change.target, change.amount_micro) == ("credit", "user:100", 2_500_000)
     assert (change.before, change.after) == ("credit 2024-03: $0.00", "credit 2024-03: $2.50")
-    [row] = await env.db.run(q.ledger_rows, kind="credit")
+    [row] = await env.db.run(ledger_rows, kind="credit")
     assert (row.amount_micro, row.user_id, row.actor, row.reason, row.month) == (
         2_500_000, 100, MOD, "contest prize", "2024-03")
     assert (await env.mod.quotas.usage(ALICE)).remaining_micro == 7_500_000
@@ -233,13 +235,13 @@ async def test_refund_once(env: Env) -> None:
     assert (change.action, change.target, change.amount_micro, change.guild_id) == (
         "refund", f"job:{job.id}", 420_000, G)
     assert change.before == "settled $0.42 (user:100)" and change.after == "refunded $0.42 to user:100"
-    refunds = await env.db.run(q.ledger_rows, kind="refund")
+    refunds = await env.db.run(ledger_rows, kind="refund")
     assert [(r.amount_micro, r.actor, r.reason) for r in refunds] == [(420_000, MOD, "bad output")]
     assert (await env.mod.quotas.usage(ALICE)).spent_month_micro == 0
 
     err = await nothing_written(env, env.mod.refund(job.id, actor=MOD, reason="again", guild_id=G))
     assert "already refunded" in err.message
-    assert len(await env.db.run(q.ledger_rows, kind="refund")) == 1
+    assert len(await env.db.run(ledger_rows, kind="refund")) == 1
 
 
 async def test_refund_refuses_other_guilds_and_unsettled_jobs(env: Env) -> None:

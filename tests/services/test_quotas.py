@@ -17,7 +17,7 @@ import pytest
 
 from bot.config import LimitsConfig
 from bot.db import Conn, open_database
-from bot.db import queries as q
+from bot.db.guilds import add_ban, set_member_limits, set_role_limits, update_guild_settings
 from bot.db.records import UNLIMITED, LimitOverride
 from bot.errors import InvalidInput, LimitExceeded, RunwareUnavailable, UserFacingError
 from bot.services.clock import FixedClock
@@ -144,9 +144,9 @@ async def test_guild_budget_counts_every_member_and_guild_override(make):
     assert exc.limit == "guild_monthly_usd" and (exc.used, exc.allowed) == (700_000, 1_000_000)
     assert "This server's monthly video budget is used up: $0.70 of $1.00" in exc.message
     await env.create(Member(2, 300), estimate=400_000)  # another guild has its own budget
-    await env.db.run(q.update_guild_settings, 1, monthly_budget_micro=UNLIMITED)
+    await env.db.run(update_guild_settings, 1, monthly_budget_micro=UNLIMITED)
     await env.create(Member(1, 300), estimate=400_000)
-    await env.db.run(q.update_guild_settings, 1, monthly_budget_micro=1_200_000)
+    await env.db.run(update_guild_settings, 1, monthly_budget_micro=1_200_000)
     assert (await refused(env.create(ALICE))).allowed == 1_200_000
 
 
@@ -162,13 +162,13 @@ async def test_global_daily_ceiling_spans_guilds(make):
 
 async def test_ban_pause_and_runware_pause(make):
     env = await make({"daily_videos": 0})  # also over a limit: the ban is named first
-    await env.db.run(q.add_ban, 1, ALICE.user_id, "spam", "mod:9", env.clock.now())
+    await env.db.run(add_ban, 1, ALICE.user_id, "spam", "mod:9", env.clock.now())
     exc = await refused(env.create(ALICE))
     assert exc.limit == "ban" and "spam" in exc.message
-    await env.db.run(q.update_guild_settings, 1, paused=True, pause_reason="maintenance")
+    await env.db.run(update_guild_settings, 1, paused=True, pause_reason="maintenance")
     exc = await refused(env.create(BOB))
     assert exc.limit == "pause" and "paused on this server: maintenance" in exc.message
-    await env.db.run(q.update_guild_settings, 1, paused=False)
+    await env.db.run(update_guild_settings, 1, paused=False)
     await env.store.set_runware_paused("balance exhausted")
     with pytest.raises(RunwareUnavailable):
         await env.create(BOB)
@@ -182,16 +182,16 @@ async def test_ban_pause_and_runware_pause(make):
 
 async def test_role_overrides_most_generous_and_member_override_wins(make):
     env = await make({"daily_videos": 1, "monthly_usd": "2.00", "max_concurrent": 2})
-    await env.db.run(q.set_role_limits, 1, 11, LimitOverride(daily_videos=3, monthly_micro=1_000_000))
-    await env.db.run(q.set_role_limits, 1, 12, LimitOverride(daily_videos=5))
-    await env.db.run(q.set_role_limits, 1, 13, LimitOverride(max_concurrent=UNLIMITED))
+    await env.db.run(set_role_limits, 1, 11, LimitOverride(daily_videos=3, monthly_micro=1_000_000))
+    await env.db.run(set_role_limits, 1, 12, LimitOverride(daily_videos=5))
+    await env.db.run(set_role_limits, 1, 13, LimitOverride(max_concurrent=UNLIMITED))
     member = Member(1, 100, role_ids=(11, 12, 13))
     lim = await env.quotas.effective_limits(member)
     assert (lim.daily_videos, lim.monthly_micro, lim.max_concurrent) == (5, 1_000_000, None)
     assert (await env.quotas.effective_limits(Member(1, 100, (11,)))).daily_videos == 3
     assert (await env.quotas.effective_limits(Member(2, 100, (11, 12)))).daily_videos == 1  # other guild
 
-    await env.db.run(q.set_member_limits, 1, 100, LimitOverride(daily_videos=2))  # stricter than roles: wins
+    await env.db.run(set_member_limits, 1, 100, LimitOverride(daily_videos=2))  # stricter than roles: wins
     lim = await env.quotas.effective_limits(member)
     assert (lim.daily_videos, lim.monthly_micro, lim.max_concurrent) == (2, 1_000_000, None)
     await env.create(member, estimate=100_000)
@@ -199,7 +199,7 @@ async def test_role_overrides_most_generous_and_member_override_wins(make):
     exc = await refused(env.create(member, estimate=100_000))
     assert (exc.limit, exc.allowed) == ("daily_videos", 2)
 
-    await env.db.run(q.set_member_limits, 1, 100, LimitOverride(daily_videos=UNLIMITED))
+    await env.db.run(set_member_limits, 1, 100, LimitOverride(daily_videos=UNLIMITED))
     assert (await env.quotas.effective_limits(member)).daily_videos is None
     await env.create(member, estimate=100_000)
 

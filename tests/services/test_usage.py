@@ -16,7 +16,8 @@ import pytest
 
 from bot.config import Config
 from bot.db import open_database
-from bot.db import queries as q
+from bot.db.jobs import get_job
+from bot.db.money import ledger_rows
 from bot.errors import InvalidInput
 from bot.services.clock import FixedClock
 from bot.services.jobs import JobStore
@@ -86,11 +87,11 @@ async def expected_from_ledger(env: Env, guild_id: int | None, since: str | None
     """Per key: each ledger kind summed straight from the ledger rows, and the jobs counted."""
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     kinds: dict[int, dict[str, int]] = defaultdict(dict)
-    for row in await env.db.run(q.ledger_rows, guild_id=guild_id, since_day=since):
+    for row in await env.db.run(ledger_rows, guild_id=guild_id, since_day=since):
         if row.kind != "credit":
             kinds[row.job_id][row.kind] = row.amount_micro
     for job_id, rows in kinds.items():
-        job = await env.db.run(q.get_job, job_id)
+        job = await env.db.run(get_job, job_id)
         key = {"user": str(job.user_id), "model": job.model_key, "day": job.day}[by]
         for kind, amount in rows.items():
             sums[key][KIND_FIELDS[kind]] += amount

@@ -1,5 +1,4 @@
-"""SQL for guild-level state: limit overrides, settings, generation channels, blocklist, bans, the
-audit trail, and bot-wide key/value state and heartbeat."""
+"""SQL for a guild's settings: limit overrides, settings, generation channels, blocklist, bans."""
 
 from __future__ import annotations
 
@@ -7,15 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.db.connection import Conn, query
-from bot.db.records import (
-    AuditRecord,
-    BanRecord,
-    GuildSettings,
-    Heartbeat,
-    LimitOverride,
-    MemberLimitRecord,
-    RoleLimitRecord,
-)
+from bot.db.records import BanRecord, GuildSettings, LimitOverride, MemberLimitRecord, RoleLimitRecord
 
 # ---- limit overrides ------------------------------------------------------------------------
 
@@ -211,70 +202,11 @@ def list_bans(c: Conn, guild_id: int) -> list[BanRecord]:
     return [BanRecord.from_row(r) for r in rows]
 
 
-# ---- audit ----------------------------------------------------------------------------------
-
-
 @query
-def insert_audit(
-    c: Conn,
-    *,
-    guild_id: int,
-    actor: str,
-    action: str,
-    target: str | None,
-    before: str | None,
-    after: str | None,
-    reason: str | None,
-    at: float,
-) -> int:
-    return int(
-        c.fetchval(
-            """INSERT INTO audit (at, guild_id, actor, action, target, before, after, reason)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-            (at, guild_id, actor, action, target, before, after, reason),
-        )
-    )
-
-
-@query
-def list_audit(c: Conn, guild_id: int, limit: int) -> list[AuditRecord]:
+def guilds_with_log_channel(c: Conn) -> list[tuple[int, int]]:
+    """(guild id, log channel id) of every guild that set a log channel."""
     rows = c.fetchall(
-        "SELECT * FROM audit WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
+        "SELECT guild_id, log_channel_id FROM guild_settings WHERE log_channel_id IS NOT NULL "
+        "ORDER BY guild_id"
     )
-    return [AuditRecord.from_row(r) for r in rows]
-
-
-# ---- bot-wide state -------------------------------------------------------------------------
-
-
-@query
-def kv_get(c: Conn, key: str) -> str | None:
-    return c.fetchval("SELECT value FROM kv WHERE key = ?", (key,))
-
-
-@query
-def kv_set(c: Conn, key: str, value: str) -> None:
-    c.execute(
-        "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
-
-
-@query
-def kv_delete(c: Conn, key: str) -> bool:
-    return bool(c.fetchall("DELETE FROM kv WHERE key = ? RETURNING 1", (key,)))
-
-
-@query
-def write_heartbeat(c: Conn, at: float, pid: int) -> None:
-    c.execute(
-        """INSERT INTO heartbeat (id, at, pid) VALUES (1, ?, ?)
-           ON CONFLICT (id) DO UPDATE SET at = excluded.at, pid = excluded.pid""",
-        (at, pid),
-    )
-
-
-@query
-def read_heartbeat(c: Conn) -> Heartbeat | None:
-    row = c.fetchone("SELECT at, pid FROM heartbeat WHERE id = 1")
-    return Heartbeat(float(row["at"]), int(row["pid"])) if row else None
+    return [(int(r[0]), int(r[1])) for r in rows]

@@ -1,5 +1,4 @@
-"""SQL for the moderator console and the operator CLI: usage reports straight from the ledger,
-credits of a month, and the guilds that asked for budget warnings."""
+"""SQL for usage reports (the moderator console and the operator CLI), straight from the ledger."""
 
 from __future__ import annotations
 
@@ -48,23 +47,3 @@ def usage_by(
     )
     return [{name: (str(r[name]) if name == "key" else int(r[name] or 0)) for name in USAGE_COLUMNS}
             for r in rows]
-
-
-@query
-def member_credit_month(c: Conn, guild_id: int, user_id: int, month: str) -> int:
-    """The sum of a member's credits (negative ones included) for ``month``."""
-    return int(c.fetchval(
-        """SELECT COALESCE(SUM(amount_micro), 0) FROM ledger
-           WHERE kind = 'credit' AND guild_id = ? AND user_id = ? AND month = ?""",
-        (guild_id, user_id, month), default=0,
-    ))
-
-
-@query
-def guilds_with_log_channel(c: Conn) -> list[tuple[int, int]]:
-    """(guild id, log channel id) of every guild that set a log channel."""
-    rows = c.fetchall(
-        "SELECT guild_id, log_channel_id FROM guild_settings WHERE log_channel_id IS NOT NULL "
-        "ORDER BY guild_id"
-    )
-    return [(int(r[0]), int(r[1])) for r in rows]

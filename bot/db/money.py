@@ -136,4 +136,11 @@ def ledger_rows(
     return [LedgerRecord.from_row(r) for r in rows]
 
 
-_USAGE_KEYS = {"user": "CAST(j.user_id AS TEXT)", "model": "j.model_key", "day": "j.day"}
+@query
+def member_credit_month(c: Conn, guild_id: int, user_id: int, month: str) -> int:
+    """The sum of a member's credits (negative ones included) for ``month``."""
+    return int(c.fetchval(
+        """SELECT COALESCE(SUM(amount_micro), 0) FROM ledger
+           WHERE kind = 'credit' AND guild_id = ? AND user_id = ? AND month = ?""",
+        (guild_id, user_id, month), default=0,
+    ))

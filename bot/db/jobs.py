@@ -1,4 +1,4 @@
-"""SQL for jobs and results. One function per query, run in the database thread (see queries.py).
+"""SQL for jobs and results. One function per query, run in the database thread (see connection.py).
 State guards live in the WHERE clauses, so a transition that already happened matches no row and
 the function answers False."""
 
