@@ -15,6 +15,7 @@ from bench.common import BOT, SIM_KEY, ScenarioResult, config_data, make_config
 from bench.fanin import CollectSink
 from bench.procworld import GUILD_ID, ProcWorld
 from bot.db import open_database
+from bot.db.jobs import at_runware_jobs
 from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
@@ -40,7 +41,7 @@ async def fill(world: ProcWorld, n: int) -> None:
                 for i in range(start, min(n, start + 100))))
         await asyncio.wait_for(world.sim.wait_submitted(n), 120)
         deadline = time.time() + 60
-        while len(await engine.store.at_runware()) < n:  # marked submitted after Runware's answer
+        while len(await at_runware_jobs(engine.db, 10_000)) < n:  # marked submitted after Runware's answer
             if time.time() > deadline:
                 raise TimeoutError("the first engine did not mark every job submitted")
             await asyncio.sleep(0.05)

@@ -17,12 +17,13 @@ import pytest
 
 from bot.db import open_database
 from bot.db.jobs import jobs_by_state
+from bot.db.kv import kv_get
 from bot.db.money import ledger_rows
 from bot.errors import DatabaseUnavailable
 from bot.services import delivery, engine
 from bot.services.clock import SystemClock
 from bot.services.jobs import JobStore
-from bot.services.quotas import Member, Quotas
+from bot.services.quotas import RUNWARE_PAUSE_KEY, Member, Quotas
 from tests.fakes.world import SIM_KEY, BotWorld, eventually, started_world
 
 PRICE_5S = 350_000
@@ -138,8 +139,8 @@ async def test_a_401_mid_run_pauses_alerts_and_recovers(world: BotWorld) -> None
     await w.wait_result(1)
     await w.wait_notified(1)
     assert w.bot is not None and w.bot.engine is not None
-    store = w.bot.engine.store
-    await eventually(lambda: _is_none(store.runware_paused()))  # a probe finds the key works again
+    db = w.bot.engine.db
+    await eventually(lambda: _is_none(kv_get(db, RUNWARE_PAUSE_KEY)))  # a probe finds the key works again
     await queued(w, "after the fix", 2)
     w.sim.finish_all()
     await w.wait_submitted(2)

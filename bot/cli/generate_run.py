@@ -16,6 +16,8 @@ from tqdm import tqdm
 from bot.cli.generate_request import resolve_from_args
 from bot.config import Config, micro_to_usd
 from bot.db.connection import open_database
+from bot.db.jobs import active_jobs, get_job, unnotified_jobs
+from bot.db.money import job_money
 from bot.db.records import JobRecord
 from bot.errors import InvalidInput, RunwareUnavailable, UserFacingError
 from bot.runware.client import RunwareClient
@@ -193,9 +195,9 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
         await stop_engine()
         results = []
         for job_id, outcome in outcomes.items():
-            final = await engine.store.get(job_id)
+            final = await get_job(engine.db, job_id)
             assert final is not None
-            results.append(summary(final, outcome, await engine.store.settled_cost(job_id)))
+            results.append(summary(final, outcome, (await job_money(engine.db, job_id)).settled))
     for result in results:  # resumed jobs first; the new job's line is the last one
         if args.json:
             print(json.dumps(result))
@@ -212,7 +214,7 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
 
 async def unfinished_terminal_jobs(engine: Engine) -> list[int]:
     """Ids of the terminal's jobs still running, or finished but never reported."""
-    jobs = [*await engine.store.active_jobs(), *await engine.store.unnotified()]
+    jobs = [*await active_jobs(engine.db, 10_000), *await unnotified_jobs(engine.db, 1000)]
     return sorted({j.id for j in jobs if sink_handles(engine.sink, j)})
 
 

@@ -20,11 +20,13 @@ from pathlib import Path
 
 from bot.config import Config, load_config, micro_to_usd
 from bot.db import Database, open_database
+from bot.db.jobs import jobs_by_state
+from bot.db.kv import read_heartbeat
+from bot.db.money import job_money
 from bot.db.records import ALL_STATES, JobMoney, JobRecord
 from bot.errors import InvalidInput, UserFacingError
 from bot.services.clock import Clock, describe_reset
 from bot.services.engine import HEARTBEAT_S
-from bot.services.jobs import JobStore
 from bot.services.moderation import (
     Change,
     MemberReport,
@@ -50,7 +52,6 @@ class Ops:
     db: Database
     clock: Clock
     quotas: Quotas
-    store: JobStore
     moderation: Moderation
     usage: Usage
 
@@ -84,8 +85,7 @@ async def opened(cfg: Config, *, must_exist: bool = True) -> AsyncIterator[Ops]:
         clock = Clock()
         tz = cfg.progress.tz
         quotas = Quotas(db, cfg.limits, tz, clock)
-        store = JobStore(db, quotas, clock, tz)
-        yield Ops(cfg, db, clock, quotas, store, Moderation(db, cfg, clock), Usage(db, cfg, clock))
+        yield Ops(cfg, db, clock, quotas, Moderation(db, cfg, clock), Usage(db, cfg, clock))
     finally:
         await db.close()
 
@@ -122,7 +122,8 @@ def health_max_age() -> float:
 
 async def _heartbeat_age(cfg: Config) -> float | None:
     async with opened(cfg) as ops:
-        return await ops.store.heartbeat_age()
+        beat = await read_heartbeat(ops.db)
+        return None if beat is None else max(ops.clock.now() - beat.at, 0.0)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -173,8 +174,8 @@ def job_rows(jobs: Sequence[JobRecord], money: dict[int, JobMoney], cfg: Config)
 
 async def _jobs(cfg: Config, state: str | None, limit: int, guild_id: int | None) -> str:
     async with opened(cfg) as ops:
-        jobs = await ops.store.jobs_by_state(state, limit, guild_id)
-        money = {job.id: await ops.store.money(job.id) for job in jobs}
+        jobs = await jobs_by_state(ops.db, state, limit, guild_id)
+        money = {job.id: await job_money(ops.db, job.id) for job in jobs}
     if not jobs:
         return "no jobs" + (f" in state {state}" if state else "")
     return table(["id", "guild", "user", "state", "model", "created", "cost"], job_rows(jobs, money, cfg),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.db.jobs import get_job
 from bot.discordbot import render_job
 from bot.download import fetch_bytes
 from bot.errors import InvalidInput, NotPermitted, UserFacingError
@@ -153,7 +154,7 @@ async def tell_queued(bot: KlingBot, interaction: discord.Interaction, job_id: i
     """Edit the ephemeral reply to say the job is queued, linking the progress message once the
     sink has posted it (or the channel, if that takes longer than a moment)."""
     message_id = await bot.sink.wait_progress_message(job_id, PROGRESS_LINK_WAIT_S)
-    job = await bot.engine.store.get(job_id)
+    job = await get_job(bot.engine.db, job_id)
     if job is None:  # pragma: no cover - a job row is never deleted
         return
     message_id = message_id or job.progress_message_id

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import discord
 
+from bot.db.jobs import set_progress_message
 from bot.db.records import JobRecord
 from bot.discordbot import render_job
 from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer
@@ -161,7 +162,7 @@ class DiscordSink:
         if engine is None:
             return
         try:
-            await engine.store.set_progress_message(job_id, message_id)
+            await set_progress_message(engine.db, job_id, message_id)
         except Exception:
             log.exception("job %s: could not store the progress message id", job_id)
 

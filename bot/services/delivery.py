@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 
 from bot.config import Config
+from bot.db.jobs import results_for_job, set_result_message, unnotified_jobs
+from bot.db.money import job_money
 from bot.db.records import JobRecord
 from bot.download import DownloadError, download_to_file
 from bot.services.clock import Clock
@@ -27,6 +29,7 @@ class Deliverer:
     def __init__(self, cfg: Config, store: JobStore, sink: JobSink, http: httpx.AsyncClient, clock: Clock) -> None:
         self.cfg = cfg
         self.store = store
+        self.db = store.db
         self.sink = sink
         self.http = http
         self.clock = clock
@@ -38,7 +41,7 @@ class Deliverer:
         # before the limit is applied, so they can never hold up this sink's own.
         pending = [
             job
-            for job in await self.store.pending_notices(PENDING_SCAN)
+            for job in await unnotified_jobs(self.db, PENDING_SCAN)
             if sink_handles(self.sink, job) and now >= self._failures.get(job.id, (0, 0.0))[1]
         ]
         # Channels are delivered side by side, each in job order: one busy channel (paced by
@@ -86,7 +89,7 @@ class Deliverer:
         files: list[ResultFile] = []
         flagged = 0
         ext = str(job.params.get("output_format", "MP4")).lower()
-        results = await self.store.results(job.id)
+        results = await results_for_job(self.db, job.id)
         for result in results:
             if result.nsfw:
                 flagged += 1
@@ -113,14 +116,14 @@ class Deliverer:
             files=files,
             failures=failures,
             flagged=flagged,
-            cost_micro=await self.store.settled_cost(job.id),
+            cost_micro=(await job_money(self.db, job.id)).settled,
             # Results are marked delivered only once the final message is out (killed in between:
             # resumed here, and not posted twice).
             already_posted=any(r.delivered_at is not None for r in results),
         )
         message_id = await self.sink.deliver(outcome)
         if message_id is not None and message_id != job.result_message_id and files:
-            await self.store.set_result_message(job.id, message_id)  # known again after a restart
+            await set_result_message(self.db, job.id, message_id)  # known again after a restart
         for file in files:
             # A time-out notice posts no video: marking one delivered would make the late results
             # message look already posted.

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import httpx
@@ -16,6 +17,9 @@ import httpx
 from bot import failpoints
 from bot.config import Config
 from bot.db.connection import Database
+from bot.db.guilds import get_guild_settings
+from bot.db.jobs import get_job, get_job_by_task, make_all_due
+from bot.db.kv import kv_delete, kv_get, kv_set, write_heartbeat
 from bot.db.records import JobRecord
 from bot.errors import NotPermitted, RunwareUnavailable, UserFacingError
 from bot.images import CheckedImage
@@ -29,7 +33,7 @@ from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
 from bot.services.poller import Poller
 from bot.services.progress import JobSink
-from bot.services.quotas import RUNWARE_PAUSED_MESSAGE, Member, Quotas
+from bot.services.quotas import RUNWARE_PAUSE_KEY, RUNWARE_PAUSED_MESSAGE, Member, Quotas
 from bot.services.reporter import ProgressReporter
 from bot.services.webhooks import WebhookReceiver, webhook_settings
 
@@ -73,7 +77,7 @@ class Engine:
         )
         self.poller = Poller(cfg, self.store, client, self.clock, self._runware_refused)
         self.deliverer = Deliverer(cfg, self.store, sink, self.http, self.clock)
-        self.reporter = ProgressReporter(cfg, db, self.store, sink, self.clock)
+        self.reporter = ProgressReporter(cfg, db, sink, self.clock)
         self.webhooks = WebhookReceiver(hooks, self.apply_webhook) if hooks else None
         self._webhook_url = hooks.signed_url() if hooks else None  # a SecretStr: it carries the token
         self._wake = asyncio.Event()
@@ -94,8 +98,8 @@ class Engine:
         _freeze_startup_heap()
         if self.webhooks is not None:
             await self.webhooks.start()
-        await self.store.make_in_flight_due(self.clock.now())
-        await self.store.heartbeat()
+        await make_all_due(self.db, self.clock.now())
+        await self._write_heartbeat()
         self._task = asyncio.create_task(self._run(), name="klingbot-engine")
         self._heartbeat_task = asyncio.create_task(self._beat(), name="klingbot-heartbeat")
 
@@ -140,9 +144,12 @@ class Engine:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
-                await self.store.heartbeat()
+                await self._write_heartbeat()
             except Exception:
                 log.exception("could not write the heartbeat")
+
+    async def _write_heartbeat(self) -> None:
+        await write_heartbeat(self.db, self.clock.now(), os.getpid())
 
     async def tick(self, beat: float | None = None) -> None:
         await self._submit_queued()
@@ -202,13 +209,13 @@ class Engine:
         finally:
             self._uploading.discard(task_uuid)
         self.wake()
-        refreshed = await self.store.get(job.id)
+        refreshed = await get_job(self.db, job.id)
         assert refreshed is not None
         return refreshed
 
     async def reroll(self, job_id: int, member: Member, *, channel_id: int, upload_limit: int | None) -> JobRecord:
         """Same parameters and stored frames, a new task, charged to ``member``."""
-        source = await self.store.get(job_id)
+        source = await get_job(self.db, job_id)
         if source is None or source.guild_id != member.guild_id:
             raise UserFacingError(f"Job #{job_id} does not exist here.")
         request = ResolvedRequest.model_validate(source.params)
@@ -226,7 +233,7 @@ class Engine:
         )
 
     async def cancel(self, job_id: int, member: Member, *, is_moderator: bool) -> CancelResult:
-        job = await self.store.get(job_id)
+        job = await get_job(self.db, job_id)
         if job is None or job.guild_id != member.guild_id:
             raise UserFacingError(f"Job #{job_id} does not exist here.")
         if job.user_id != member.user_id and not is_moderator:
@@ -252,7 +259,7 @@ class Engine:
     async def _runware_refused(self, exc: RunwareError) -> None:
         """401/402 from Runware: pause every submission bot-wide and alert the operator (at most
         once an hour: a probe that fails again must not flood the ops channel)."""
-        await self.store.set_runware_paused(f"{type(exc).__name__}: {exc.code}")
+        await kv_set(self.db, RUNWARE_PAUSE_KEY, f"{type(exc).__name__}: {exc.code}")
         now = self.clock.now()
         self._last_probe = now
         if now - self._alerted_at < ALERT_EVERY_S:
@@ -272,7 +279,7 @@ class Engine:
         """While generation is paused by a 401/402: one cheap authenticated call. True (and the
         pause lifted) when Runware accepts the key again; a balance still empty shows up as a
         402 on the next submit, which pauses again."""
-        if not await self.store.runware_paused():
+        if await kv_get(self.db, RUNWARE_PAUSE_KEY) is None:
             return True
         self._last_probe = self.clock.now()
         try:
@@ -280,12 +287,12 @@ class Engine:
         except RunwareError as exc:
             log.info("Runware still refuses (%s); generation stays paused", exc.code)
             return False
-        await self.store.set_runware_paused(None)
+        await kv_delete(self.db, RUNWARE_PAUSE_KEY)
         log.info("Runware accepts the key again; generation resumed")
         return True
 
     async def _submit_queued(self) -> None:
-        if await self.store.runware_paused():
+        if await kv_get(self.db, RUNWARE_PAUSE_KEY) is not None:
             if self.clock.now() - self._last_probe < PAUSE_PROBE_S or not await self.probe_runware():
                 return
         jobs = await queue.next_to_submit(self.db, self.cfg.limits.max_in_flight)
@@ -305,7 +312,7 @@ class Engine:
             if job.task_uuid in self._uploading or queue.creator_may_be_uploading(job, self.clock.now()):
                 await self.store.unclaim(job.id)  # still uploading (here, or in its creator's process)
                 return
-            job = await self.store.get(job.id) or job  # the upload may have finished since the claim
+            job = await get_job(self.db, job.id) or job  # the upload may have finished since the claim
             if _frames_missing(request, job):
                 # Killed between the reserve and the upload: the frames only lived in memory.
                 await self.store.abandon(job.id, "The bot restarted before your images were uploaded; "
@@ -318,10 +325,10 @@ class Engine:
             runware=self.cfg.runware,
             first_image=uuids.get("first"),
             last_image=uuids.get("last"),
-            safety_mode=await self.store.guild_safety_mode(job.guild_id),
+            safety_mode=(await get_guild_settings(self.db, job.guild_id)).safety_mode,
             webhook_url=self.webhook_url_for(job),
         )
-        current = await self.store.get(job.id)
+        current = await get_job(self.db, job.id)
         if current is not None and current.cancel_requested:
             await self.store.unclaim(job.id)  # cancelled while waiting for its turn: never sent, free
             return
@@ -353,7 +360,7 @@ class Engine:
     async def apply_webhook(self, status: TaskStatus) -> bool:
         """Items Runware pushed for one task (the receiver calls this). False when no job has the
         task. Applied through the poller's own path, then the loop is woken to deliver at once."""
-        job = await self.store.get_by_task(status.task_uuid)
+        job = await get_job_by_task(self.db, status.task_uuid)
         if job is None:
             return False
         await self.poller.apply_pushed(job, status, self.clock.now())

@@ -10,58 +10,35 @@ were submitted): their reserve stays open until a late ``finish`` brings the cos
 
 from __future__ import annotations
 
-import os
-import statistics
 from datetime import tzinfo
 from typing import Any
 
 from bot import failpoints
 from bot.db import Conn, Database
-from bot.db.guilds import get_guild_settings
 from bot.db.jobs import (
-    active_job_states,
-    active_jobs,
-    at_runware_jobs,
-    due_for_poll,
     finish_job,
     get_job,
-    get_job_by_task,
     get_jobs,
     insert_job,
     insert_result,
-    jobs_by_state,
     late_success,
-    make_all_due,
     mark_delivered,
     mark_notified,
-    mark_polled,
-    mark_processing,
     mark_submitted,
-    member_jobs,
-    queued_jobs,
-    recent_durations,
     results_cost,
-    results_for_job,
     set_cancel_requested,
     set_image_uuids,
-    set_next_poll,
-    set_progress_message,
-    set_result_message,
     unclaim_job,
-    undelivered_jobs,
-    unnotified_jobs,
 )
-from bot.db.kv import kv_delete, kv_get, kv_set, read_heartbeat, write_heartbeat
-from bot.db.money import insert_ledger, job_money, ledger_for_job
-from bot.db.records import ACTIVE_STATES, FINAL_STATES, JobMoney, JobRecord, LedgerRecord, ResultRecord
+from bot.db.money import insert_ledger, job_money
+from bot.db.records import ACTIVE_STATES, FINAL_STATES, JobRecord
 from bot.errors import LimitExceeded
 from bot.runware.models import VideoResult
 from bot.services import queue
 from bot.services.clock import Clock, day_of, month_of
-from bot.services.quotas import RUNWARE_PAUSE_KEY, Member, Quotas
+from bot.services.quotas import Member, Quotas
 
 SYSTEM_ACTOR = "system"
-MEDIAN_SAMPLE = 51  # recent jobs the progress estimate looks at
 
 
 def _actor(member: Member) -> str:
@@ -189,9 +166,6 @@ class JobStore:
             failpoints.hit("after_submit")
         return done
 
-    async def mark_processing(self, job_id: int) -> bool:
-        return await self.db.run(mark_processing, job_id)
-
     async def unclaim(self, job_id: int) -> JobRecord | None:
         """Give a claimed queued job back to the queue (its submit failed for now). A cancel asked
         for while it was being submitted takes effect here: cancelled and released."""
@@ -273,8 +247,6 @@ class JobStore:
             _ledger(c, job, "release", job.estimate_micro, error or state, now)
         return True
 
-    complete = finish  # the engine's name: complete(job_id, state=..., error=..., cost_micro=...)
-
     async def abandon(self, job_id: int, error: str, *, told: bool = False) -> bool:
         """Failed before Runware took it (upload refused, submit rejected): failed, released. With
         ``told`` the member already heard it from the command's own reply, so in the same
@@ -334,118 +306,6 @@ class JobStore:
         if done:
             failpoints.hit("after_notify")
         return done
-
-    async def set_progress_message(self, job_id: int, message_id: int | None) -> None:
-        await self.db.run(set_progress_message, job_id, message_id)
-
-    async def set_result_message(self, job_id: int, message_id: int | None) -> None:
-        await self.db.run(set_result_message, job_id, message_id)
-
-    async def set_next_poll(self, job_id: int, ts: float | None) -> None:
-        await self.db.run(set_next_poll, job_id, ts)
-
-    async def mark_polled(self, job_ids: list[int], next_poll_at: float) -> None:
-        """One write for a whole poll batch: last_polled_at = now, next_poll_at for each."""
-        if job_ids:
-            await self.db.run_tx(mark_polled, job_ids, self.clock.now(), next_poll_at)
-
-    # ---- reads ---------------------------------------------------------------------------------
-
-    async def get(self, job_id: int) -> JobRecord | None:
-        return await self.db.run(get_job, job_id)
-
-    async def get_by_task(self, task_uuid: str) -> JobRecord | None:
-        return await self.db.run(get_job_by_task, task_uuid)
-
-    async def results(self, job_id: int) -> list[ResultRecord]:
-        return await self.db.run(results_for_job, job_id)
-
-    async def money(self, job_id: int) -> JobMoney:
-        return await self.db.run(job_money, job_id)
-
-    async def settled_cost(self, job_id: int) -> int | None:
-        """The settled cost in micro-USD; None while reserved (or when released)."""
-        return (await self.money(job_id)).settled
-
-    async def ledger(self, job_id: int) -> list[LedgerRecord]:
-        return await self.db.run(ledger_for_job, job_id)
-
-    async def history(self, member: Member, limit: int = 10) -> list[JobRecord]:
-        return await self.db.run(member_jobs, member.guild_id, member.user_id, limit)
-
-    async def jobs_by_state(
-        self, state: str | None, limit: int = 50, guild_id: int | None = None
-    ) -> list[JobRecord]:
-        return await self.db.run(jobs_by_state, state, limit, guild_id)
-
-    # Resume (SPEC 3.1): what a fresh process picks up.
-    async def queued(self, limit: int = 10_000) -> list[JobRecord]:
-        return await self.db.run(queued_jobs, limit)
-
-    async def at_runware(self, limit: int = 10_000) -> list[JobRecord]:
-        """Submitted/processing (cancel_requested included), and timed-out or cancelled-after-submit
-        jobs whose cost is not settled yet."""
-        return await self.db.run(at_runware_jobs, limit)
-
-    async def due_for_poll(self, now: float | None = None, limit: int = 500) -> list[JobRecord]:
-        """The at_runware() jobs whose next_poll_at has come (NULL counts as due), soonest first."""
-        return await self.db.run(due_for_poll, self.clock.now() if now is None else now, limit)
-
-    async def make_in_flight_due(self, now: float | None = None) -> int:
-        """On start: every job at Runware is polled at once."""
-        return await self.db.run(make_all_due, self.clock.now() if now is None else now)
-
-    async def active_jobs(self, limit: int = 10_000) -> list[JobRecord]:
-        """Queued, submitted, processing (cancel_requested included): the ones with live progress."""
-        return await self.db.run(active_jobs, limit)
-
-    async def active_states(self, limit: int = 10_000) -> list[tuple[int, str]]:
-        """(id, state) of the active_jobs(), cheaply: no record is built."""
-        return await self.db.run(active_job_states, limit)
-
-    async def get_many(self, job_ids: list[int]) -> list[JobRecord]:
-        """These jobs (those that exist), by id."""
-        return await self.db.run(get_jobs, job_ids)
-
-    async def undelivered(self, limit: int = 1000) -> list[JobRecord]:
-        """Succeeded (or late) jobs, not cancelled, with results not yet posted (flagged ones aside)."""
-        return await self.db.run(undelivered_jobs, limit)
-
-    async def unnotified(self, limit: int = 1000) -> list[JobRecord]:
-        """Final jobs whose final message (results or notice) is not posted yet."""
-        return await self.db.run(unnotified_jobs, limit)
-
-    pending_notices = unnotified
-
-    async def median_duration(self, model_key: str, duration_s: int) -> float | None:
-        """Median seconds from submit to finish of recent succeeded jobs like this one."""
-        sample = await self.db.run(recent_durations, model_key, duration_s, MEDIAN_SAMPLE)
-        return statistics.median(sample) if sample else None
-
-    # ---- bot-wide state --------------------------------------------------------------------------
-
-    async def heartbeat(self) -> None:
-        await self.db.run(write_heartbeat, self.clock.now(), os.getpid())
-
-    async def heartbeat_age(self) -> float | None:
-        beat = await self.db.run(read_heartbeat)
-        return None if beat is None else max(self.clock.now() - beat.at, 0.0)
-
-    async def set_runware_paused(self, reason: str | None) -> None:
-        """Runware refused our key (401) or balance (402): new jobs are refused (RunwareUnavailable),
-        queued ones wait. ``None`` lifts the pause."""
-        if reason is None:
-            await self.db.run(kv_delete, RUNWARE_PAUSE_KEY)
-        else:
-            await self.db.run(kv_set, RUNWARE_PAUSE_KEY, reason)
-
-    async def runware_paused(self) -> str | None:
-        """The pause reason, or None when not paused."""
-        return await self.db.run(kv_get, RUNWARE_PAUSE_KEY)
-
-    async def guild_safety_mode(self, guild_id: int) -> str | None:
-        """The guild's chosen content check ('none'|'fast'|'full'), None = runware.safety_mode."""
-        return (await self.db.run(get_guild_settings, guild_id)).safety_mode
 
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "JobStore", "Member"]

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.config import Config
+from bot.db.jobs import due_for_poll, mark_polled, mark_processing, results_for_job, set_next_poll
 from bot.db.records import AT_RUNWARE_STATES, JobRecord
 from bot.runware.client import RunwareClient
 from bot.runware.errors import AuthError, BalanceError, RunwareError, error_for
@@ -37,6 +38,7 @@ class Poller:
     ) -> None:
         self.cfg = cfg
         self.store = store
+        self.db = store.db
         self.client = client
         self.clock = clock
         self.on_runware_refused = on_runware_refused
@@ -46,7 +48,7 @@ class Poller:
     async def tick(self, limit: int = 5000, now: float | None = None) -> PollReport:
         """Poll every due job. ``now`` is the engine's beat: the next polls are scheduled from it."""
         now = self.clock.now() if now is None else now
-        due = await self.store.due_for_poll(now, limit)
+        due = await due_for_poll(self.db, now, limit)
         report = PollReport(polled=len(due))
         if not due:
             return report
@@ -73,13 +75,15 @@ class Poller:
             except Exception:  # one bad job must not stop the poller for the rest
                 log.exception("job %s: could not apply Runware's answer", job.id)
         # One write for all the jobs still running, not one per job (1,000 in flight: 1,000 writes).
-        await self.store.mark_polled(running, now + self.cfg.runware.poll_interval_s)
+        if running:
+            await self.db.run_tx(mark_polled, running, self.clock.now(), now + self.cfg.runware.poll_interval_s)
         return report
 
     async def _postpone(self, due: list[JobRecord], now: float) -> None:
         # One write for the whole round, as after a successful poll (1,000 jobs must not mean
         # 1,000 database hops every interval while Runware is down).
-        await self.store.mark_polled([job.id for job in due], now + self.cfg.runware.poll_interval_s)
+        ids = [job.id for job in due]
+        await self.db.run_tx(mark_polled, ids, self.clock.now(), now + self.cfg.runware.poll_interval_s)
 
     async def apply(self, job: JobRecord, status: TaskStatus, now: float, *, reschedule: bool = True) -> bool:
         """Record what a getResponse said about one job (its full state). Returns True when the job
@@ -92,7 +96,7 @@ class Poller:
         complete = not status.processing and accounted >= job.variations
         if not complete:
             if job.state == "submitted" and (status.processing or status.results):
-                await self.store.mark_processing(job.id)
+                await mark_processing(self.db, job.id)
             at_runware = job.state in AT_RUNWARE_STATES
             if at_runware and now - (job.submitted_at or job.created_at) > self.cfg.runware.job_deadline_s:
                 await self.store.time_out(job.id, "Runware did not finish this video in time.")
@@ -104,7 +108,7 @@ class Poller:
                 await self.store.expire(job.id)
                 return True
             if reschedule:
-                await self.store.set_next_poll(job.id, now + self.cfg.runware.poll_interval_s)
+                await set_next_poll(self.db, job.id, now + self.cfg.runware.poll_interval_s)
             return False
         return await self._complete(job, real_errors, now)
 
@@ -121,12 +125,12 @@ class Poller:
             # An error item carries no id of its own, so a re-sent one looks like a second failed
             # variation: let a poll (the full state) decide, now.
             self.pushed_errors.add(job.task_uuid)
-            await self.store.set_next_poll(job.id, now)
+            await set_next_poll(self.db, job.id, now)
             return False
-        stored = await self.store.results(job.id)
+        stored = await results_for_job(self.db, job.id)
         if len(stored) + len(errors) < job.variations:
             if job.state == "submitted":
-                await self.store.mark_processing(job.id)
+                await mark_processing(self.db, job.id)
             return False
         return await self._complete(job, errors, now)
 
@@ -135,13 +139,13 @@ class Poller:
         may both get here for the same result; the second ``complete`` is a no-op)."""
         self.pushed_errors.discard(job.task_uuid)
         self.seen_ready.setdefault(job.task_uuid, now)
-        results = await self.store.results(job.id)
+        results = await results_for_job(self.db, job.id)
         cost = sum(r.cost_micro or 0 for r in results) + sum(e.cost_micro or 0 for e in real_errors)
         if results and all(r.cost_micro is None for r in results):
             cost = job.estimate_micro  # includeCost was ignored: settle what we reserved, never less
         failures = [error_for(None, e).user_message for e in real_errors]
         state = "succeeded" if results else "failed"
-        await self.store.complete(
+        await self.store.finish(
             job.id,
             state=state,
             error="\n".join(failures) or None,

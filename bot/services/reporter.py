@@ -5,26 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 
 from bot.config import Config
 from bot.db.connection import Database
+from bot.db.jobs import active_job_states, get_jobs, recent_durations, set_progress_message
 from bot.db.records import JobRecord
 from bot.services import queue
 from bot.services.clock import Clock
-from bot.services.jobs import JobStore
 from bot.services.progress import JobSink, ProgressUpdate, sink_handles
 
 log = logging.getLogger(__name__)
 
 STATS_REFRESH_S = 60.0  # how long a median duration (the progress estimate) is reused
 YIELD_EVERY = 25        # renders between two yields to the event loop
+MEDIAN_SAMPLE = 51      # recent jobs the progress estimate looks at
+
+
+async def median_duration(db: Database, model_key: str, duration_s: int) -> float | None:
+    """Median seconds from submit to finish of recent succeeded jobs like this one."""
+    sample = await recent_durations(db, model_key, duration_s, MEDIAN_SAMPLE)
+    return statistics.median(sample) if sample else None
 
 
 class ProgressReporter:
-    def __init__(self, cfg: Config, db: Database, store: JobStore, sink: JobSink, clock: Clock) -> None:
+    def __init__(self, cfg: Config, db: Database, sink: JobSink, clock: Clock) -> None:
         self.cfg = cfg
         self.db = db
-        self.store = store
         self.sink = sink
         self.clock = clock
         self._last_report: dict[int, tuple[str, float]] = {}  # job id -> (phase, when); memory only
@@ -38,7 +45,7 @@ class ProgressReporter:
             self._medians_at = now
         key = (job.model_key, job.duration_s)
         if key not in self._medians:
-            self._medians[key] = await self.store.median_duration(*key)
+            self._medians[key] = await median_duration(self.db, *key)
         return self._medians[key]
 
     async def report(self, note: str | None, uploading: frozenset[str] | set[str] = frozenset()) -> None:
@@ -51,7 +58,7 @@ class ProgressReporter:
         # those are read in full and rendered (with 1,000 in flight, reading them all every tick kept
         # the database thread, and through the GIL the event loop, busy). A message not posted yet
         # is the sink's to post: it keeps the newest render.
-        states = await self.store.active_states()
+        states = await active_job_states(self.db, 10_000)
         live = {job_id for job_id, _ in states}
         for stale in [jid for jid in self._last_report if jid not in live]:
             del self._last_report[stale]
@@ -60,7 +67,7 @@ class ProgressReporter:
                   or now - last[1] >= interval]
         if not wanted:
             return
-        jobs = await self.store.get_many(wanted)
+        jobs = await get_jobs(self.db, wanted)
         positions = await queue.queue_positions(self.db) if any(j.state == "queued" for j in jobs) else {}
         for count, job in enumerate(jobs, start=1):
             if count % YIELD_EVERY == 0:
@@ -86,4 +93,4 @@ class ProgressReporter:
                 log.exception("job %s: progress update failed", job.id)
                 continue
             if new_id and new_id != job.progress_message_id:
-                await self.store.set_progress_message(job.id, new_id)
+                await set_progress_message(self.db, job.id, new_id)

@@ -19,6 +19,7 @@ import pytest
 from bot.cli.ops import operator_actor
 from bot.config import Config, LimitsConfig
 from bot.db import open_database
+from bot.db.kv import write_heartbeat
 from bot.services.clock import Clock, FixedClock
 from bot.services.jobs import JobStore
 from bot.services.moderation import Moderation
@@ -57,8 +58,13 @@ class World:
         clock = clock or Clock()
         limits = LimitsConfig.model_validate({"daily_videos": "unlimited", "max_concurrent": "unlimited"})
         self.quotas = Quotas(self.db, limits, UTC_ZONE, clock)
+        self.clock = clock
         self.store = JobStore(self.db, self.quotas, clock, UTC_ZONE)
         return self.store
+
+    async def heartbeat(self) -> None:
+        """As the engine writes it."""
+        await write_heartbeat(self.db, self.clock.now(), os.getpid())
 
     async def job(self, member=None, *, model="kling-2.5-turbo-pro", variations=1, settle=None,
                   state="succeeded"):
@@ -104,16 +110,16 @@ async def test_health_without_database_fails_and_creates_none(world):
 
 async def test_health_follows_the_heartbeat(world):
     clock = FixedClock(time.time())
-    store = await world.open(clock)
+    await world.open(clock)
     code, out, _ = await cli(world.tmp_path, "health")
     assert (code, out.strip()) == (1, "unhealthy: no heartbeat yet (is `klingbot run` running?)")
 
-    await store.heartbeat()  # as the engine does on every tick
+    await world.heartbeat()  # as the engine does on every tick
     code, out, _ = await cli(world.tmp_path, "health")
     assert code == 0 and out.startswith("healthy: last heartbeat"), out
 
     clock.set(time.time() - 95)  # the bot's loop stopped 95 s ago
-    await store.heartbeat()
+    await world.heartbeat()
     code, out, _ = await cli(world.tmp_path, "health", "--max-age", "60")
     assert code == 1
     assert out.startswith("unhealthy: last heartbeat") and "s ago (allowed 60 s)" in out, out
@@ -124,12 +130,12 @@ async def test_health_follows_the_heartbeat(world):
 
 async def test_health_default_threshold_is_at_least_30s(world):
     clock = FixedClock(time.time() - 25)
-    store = await world.open(clock)
-    await store.heartbeat()
+    await world.open(clock)
+    await world.heartbeat()
     code, out, _ = await cli(world.tmp_path, "health")
     assert code == 0, out
     clock.set(time.time() - 3600)
-    await store.heartbeat()
+    await world.heartbeat()
     code, out, _ = await cli(world.tmp_path, "health")
     assert code == 1 and 3600 <= reported_age(out) < 3660, out
 
@@ -184,7 +190,7 @@ async def test_backup_while_the_database_is_in_use(world):
     await world.open()
     for n in range(3):
         await world.job(settle=100_000 + n)
-    await world.store.heartbeat()
+    await world.heartbeat()
     target = world.tmp_path / "backups" / "copy.sqlite3"
     # The test's connection stays open (as the running bot's would) and has un-checkpointed WAL pages.
     code, out, err = await cli(world.tmp_path, "backup", str(target))

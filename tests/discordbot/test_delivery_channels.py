@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from bot.config import Config
 from bot.db import open_database
+from bot.db.jobs import get_job
 from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
 from bot.services.clock import FixedClock
@@ -71,12 +72,12 @@ async def test_a_slow_channel_does_not_hold_up_another(tmp_path):
             delivering = asyncio.create_task(engine.deliverer.tick())
             await asyncio.wait_for(sink.fast_posted.wait(), timeout=10)
             assert sink.posted == [FAST]  # while the slow channel's post is still waiting
-            assert (await engine.store.get(slow.id)).notified_at is None
+            assert (await get_job(engine.db, slow.id)).notified_at is None
             sink.gate.set()
             assert await asyncio.wait_for(delivering, timeout=10) == 2
             assert sink.posted == [FAST, SLOW]
             for job in (fast, slow):
-                assert (await engine.store.get(job.id)).notified_at is not None
+                assert (await get_job(engine.db, job.id)).notified_at is not None
     finally:
         await client.aclose()
         await db.close()

@@ -8,6 +8,7 @@ from datetime import UTC
 from pathlib import Path
 
 from bot.config import micro_to_usd
+from bot.db.jobs import results_for_job
 from bot.services.clock import Clock, next_day_start, next_month_start
 from tests.fakes.discord_state import EVERYONE_PERMISSIONS, MANAGE_GUILD
 from tests.fakes.world import BotWorld, callback
@@ -170,7 +171,7 @@ async def test_job_links_a_file_no_longer_on_disk_and_says_when_the_link_expired
     async with BotWorld(tmp_path) as w:
         await w.start_bot(clock=clock)
         job_id = await finish_job(w, "an old one")
-        [result] = await w.bot.engine.store.results(job_id)
+        [result] = await results_for_job(w.bot.engine.db, job_id)
         assert result.local_path and os.path.isfile(result.local_path)
         os.remove(result.local_path)  # the bot's copy is gone: only Runware's link is left
 

@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from bot.config import Config, Secrets
-from bot.db.jobs import jobs_by_state
+from bot.db.jobs import get_job, jobs_by_state
 from bot.db.money import ledger_rows
 from bot.db.records import JobRecord, LedgerRecord
 from bot.discordbot.app import KlingBot, run_bot
@@ -197,7 +197,7 @@ class BotWorld:
 
     async def job(self, job_id: int) -> JobRecord | None:
         assert self.bot is not None and self.bot.engine is not None
-        return await self.bot.engine.store.get(job_id)
+        return await get_job(self.bot.engine.db, job_id)
 
 
 async def launch(cfg: Config, *, sandbox: bool = False, stop: asyncio.Event | None = None,

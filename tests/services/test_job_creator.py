@@ -13,6 +13,8 @@ from collections import Counter
 
 from PIL import Image
 
+from bot.db.jobs import get_job
+from bot.db.money import ledger_for_job
 from bot.requests import resolve_request
 from bot.runware.models import new_task_uuid
 from bot.services.jobs import JobStore
@@ -48,21 +50,21 @@ async def test_a_live_creator_still_uploading_is_waited_for(world, sim):  # noqa
     job = await job_from(engine, f"{HOST}:{os.getppid()}:generate")
     await engine.tick()
     await engine.tick()
-    assert (await engine.store.get(job.id)).state == "queued"
+    assert (await get_job(engine.db, job.id)).state == "queued"
     assert sim.stats.submits == 0
     # Its creator finishes the upload: the next tick submits it.
     await engine.store.set_image_uuids(job.id, {"first": await engine.client.upload_image(png_data_uri())})
     await engine.tick()
-    assert (await engine.store.get(job.id)).state == "submitted"
+    assert (await get_job(engine.db, job.id)).state == "submitted"
 
 
 async def test_a_dead_creator_lost_the_frames(world, sim):  # noqa: F811
     engine, _, _ = world
     job = await job_from(engine, f"{HOST}:{dead_pid()}:killed")
     await engine.tick()
-    job = await engine.store.get(job.id)
+    job = await get_job(engine.db, job.id)
     assert job.state == "failed" and "restarted before your images were uploaded" in job.error
-    assert Counter(r.kind for r in await engine.store.ledger(job.id)) == {"reserve": 1, "release": 1}
+    assert Counter(r.kind for r in await ledger_for_job(engine.db, job.id)) == {"reserve": 1, "release": 1}
     assert sim.stats.submits == 0
 
 
@@ -70,7 +72,7 @@ async def test_a_live_creator_that_never_uploads_is_given_up_after_the_claim_ttl
     engine, clock, _ = world
     job = await job_from(engine, f"{HOST}:{os.getppid()}:stuck")
     await engine.tick()
-    assert (await engine.store.get(job.id)).state == "queued"
+    assert (await get_job(engine.db, job.id)).state == "queued"
     clock.advance(CLAIM_TTL_S)
     await engine.tick()
-    assert (await engine.store.get(job.id)).state == "failed"
+    assert (await get_job(engine.db, job.id)).state == "failed"

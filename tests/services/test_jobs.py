@@ -19,14 +19,31 @@ import pytest
 from bot.config import LimitsConfig
 from bot.db import Conn, open_database
 from bot.db.guilds import add_blocklist_term, add_gen_channel
-from bot.db.jobs import get_job_by_task
-from bot.db.money import ledger_for_job
+from bot.db.jobs import (
+    active_jobs,
+    at_runware_jobs,
+    due_for_poll,
+    get_job,
+    get_job_by_task,
+    jobs_by_state,
+    make_all_due,
+    mark_processing,
+    member_jobs,
+    queued_jobs,
+    results_for_job,
+    set_next_poll,
+    undelivered_jobs,
+    unnotified_jobs,
+)
+from bot.db.kv import read_heartbeat, write_heartbeat
+from bot.db.money import job_money, ledger_for_job
 from bot.errors import InvalidInput, NotPermitted
 from bot.runware.models import VideoResult
 from bot.services import queue
 from bot.services.clock import FixedClock
 from bot.services.jobs import JobStore
 from bot.services.quotas import Member, Quotas, blocked_term
+from bot.services.reporter import median_duration
 
 UTC_ZONE = ZoneInfo("UTC")
 START = datetime(2024, 3, 10, 12, 0, tzinfo=UTC).timestamp()
@@ -57,7 +74,7 @@ class Env:
         assert await self.store.mark_submitted(job_id, self.clock.now() + 10)
 
     async def kinds(self, job_id: int) -> Counter:
-        return Counter(r.kind for r in await self.store.ledger(job_id))
+        return Counter(r.kind for r in await ledger_for_job(self.db, job_id))
 
 
 def video(n: int, cost: int | None = 300_000, nsfw: bool = False) -> VideoResult:
@@ -77,20 +94,20 @@ async def test_create_writes_job_and_reserve_together(env):
     assert (job.state, job.guild_id, job.user_id, job.channel_id) == ("queued", 1, 100, 10)
     assert (job.day, job.month, job.created_at) == ("2024-03-10", "2024-03", START)
     assert job.params == {"prompt": "a fox", "variations": 2} and job.upload_limit == 25 * 2**20
-    [reserve] = await env.store.ledger(job.id)
+    [reserve] = await ledger_for_job(env.db, job.id)
     assert (reserve.kind, reserve.amount_micro, reserve.actor) == ("reserve", EST, "user:100")
     await env.store.set_image_uuids(job.id, {"first": "img-1"})
     reroll = await env.create(parent_job_id=job.id)
     assert reroll.parent_job_id == job.id
-    assert (await env.store.get(job.id)).image_uuids == {"first": "img-1"}
-    assert (await env.store.get_by_task(job.task_uuid)).id == job.id
+    assert (await get_job(env.db, job.id)).image_uuids == {"first": "img-1"}
+    assert (await get_job_by_task(env.db, job.task_uuid)).id == job.id
 
 
 async def test_success_path_is_exactly_once(env):
     job = await env.create()
     await env.submit(job.id)
     assert not await env.store.mark_submitted(job.id, 0)  # only from queued
-    assert await env.store.mark_processing(job.id)
+    assert await mark_processing(env.db, job.id)
     assert await env.store.record_result(job.id, video(1))
     assert not await env.store.record_result(job.id, video(1))  # getResponse repeats: de-duplicated
     assert await env.store.record_result(job.id, video(2, cost=350_000))
@@ -98,17 +115,17 @@ async def test_success_path_is_exactly_once(env):
     assert not await env.store.finish(job.id, "succeeded", None, 650_000)
     assert not await env.store.finish(job.id, "failed", "late", 0)
     assert await env.kinds(job.id) == {"reserve": 1, "settle": 1}
-    assert await env.store.settled_cost(job.id) == 650_000
-    results = await env.store.results(job.id)
+    assert (await job_money(env.db, job.id)).settled == 650_000
+    results = await results_for_job(env.db, job.id)
     assert [r.video_uuid for r in results] == ["video-1", "video-2"]
-    assert [j.id for j in await env.store.undelivered()] == [job.id]
+    assert [j.id for j in await undelivered_jobs(env.db, 1000)] == [job.id]
     for r in results:
         assert await env.store.mark_delivered(r.id, f"/tmp/{r.video_uuid}.mp4")
         assert not await env.store.mark_delivered(r.id)
-    assert await env.store.undelivered() == []
+    assert await undelivered_jobs(env.db, 1000) == []
     assert await env.store.mark_notified(job.id, result_message_id=555)
     assert not await env.store.mark_notified(job.id, result_message_id=666)
-    final = await env.store.get(job.id)
+    final = await get_job(env.db, job.id)
     assert (final.state, final.result_message_id, final.notified_at) == ("succeeded", 555, START)
 
 
@@ -118,7 +135,7 @@ async def test_failure_releases_once_and_billed_failures_settle(env):
     assert await env.store.finish(failed.id, "failed", "provider error", None, failed_variations=2)
     assert not await env.store.finish(failed.id, "failed", "provider error", None)
     assert await env.kinds(failed.id) == {"reserve": 1, "release": 1}
-    assert (await env.store.money(failed.id)).counted == 0
+    assert (await job_money(env.db, failed.id)).counted == 0
     assert (await env.quotas.usage(ALICE)).videos_today == 0  # released jobs are no videos
 
     billed_zero = await env.create()
@@ -127,18 +144,18 @@ async def test_failure_releases_once_and_billed_failures_settle(env):
 
     billed = await env.create()
     await env.store.finish(billed.id, "failed", "x", 120_000)
-    assert (await env.store.money(billed.id)).settled == 120_000
+    assert (await job_money(env.db, billed.id)).settled == 120_000
 
 
 async def test_success_without_reported_cost_is_never_free(env):
     with_costs = await env.create()
     await env.store.record_result(with_costs.id, video(1, cost=310_000))
     await env.store.finish(with_costs.id, "succeeded", None, None)
-    assert await env.store.settled_cost(with_costs.id) == 310_000
+    assert (await job_money(env.db, with_costs.id)).settled == 310_000
     without = await env.create()
     await env.store.record_result(without.id, video(2, cost=None))
     await env.store.finish(without.id, "succeeded", None, None)
-    assert await env.store.settled_cost(without.id) == EST
+    assert (await job_money(env.db, without.id)).settled == EST
 
 
 async def test_cancel_queued_is_free_and_immediate(env):
@@ -148,7 +165,7 @@ async def test_cancel_queued_is_free_and_immediate(env):
     assert await env.kinds(job.id) == {"reserve": 1, "release": 1}
     assert (await env.store.request_cancel(job.id, "user:100")).state == "cancelled"  # no-op
     assert await env.kinds(job.id) == {"reserve": 1, "release": 1}
-    assert [j.id for j in await env.store.unnotified()] == [job.id]  # the notice is still owed
+    assert [j.id for j in await unnotified_jobs(env.db, 1000)] == [job.id]  # the notice is still owed
 
 
 async def test_cancel_after_submit_polls_quietly_settles_and_never_delivers(env):
@@ -157,13 +174,13 @@ async def test_cancel_after_submit_polls_quietly_settles_and_never_delivers(env)
     job = await env.store.request_cancel(job.id, "mod:7")
     assert (job.state, job.cancel_requested) == ("submitted", True)
     assert (await env.quotas.usage(ALICE)).in_flight == 0  # the member may start another one
-    assert [j.id for j in await env.store.due_for_poll(START + 10)] == [job.id]
+    assert [j.id for j in await due_for_poll(env.db, START + 10, 500)] == [job.id]
     await env.store.record_result(job.id, video(1))
     assert await env.store.finish(job.id, "succeeded", None, 300_000)
-    final = await env.store.get(job.id)
-    assert final.state == "cancelled" and await env.store.settled_cost(job.id) == 300_000
-    assert await env.store.undelivered() == []
-    assert await env.store.due_for_poll(START + 10) == []
+    final = await get_job(env.db, job.id)
+    assert final.state == "cancelled" and (await job_money(env.db, job.id)).settled == 300_000
+    assert await undelivered_jobs(env.db, 1000) == []
+    assert await due_for_poll(env.db, START + 10, 500) == []
 
 
 async def test_cancel_while_being_submitted_takes_effect_on_unclaim(env):
@@ -182,15 +199,15 @@ async def test_timeout_keeps_reserve_until_late_cost_or_window(env):
     await env.submit(late.id)
     assert await env.store.time_out(late.id, "Runware did not finish in time.")
     assert not await env.store.time_out(late.id, "again")
-    assert (await env.store.money(late.id)).finalized is False  # may still be billed: still counted
-    assert [j.id for j in await env.store.at_runware()] == [late.id]
+    assert (await job_money(env.db, late.id)).finalized is False  # may still be billed: still counted
+    assert [j.id for j in await at_runware_jobs(env.db, 10_000)] == [late.id]
     assert await env.store.mark_notified(late.id)  # the member was told it timed out
     await env.store.record_result(late.id, video(1))
     assert await env.store.finish(late.id, "succeeded", None, 300_000)  # the result came late
-    job = await env.store.get(late.id)
+    job = await get_job(env.db, late.id)
     assert (job.state, job.notified_at) == ("succeeded", None)  # delivered and announced again
     assert await env.kinds(late.id) == {"reserve": 1, "settle": 1}
-    assert [j.id for j in await env.store.undelivered()] == [late.id]
+    assert [j.id for j in await undelivered_jobs(env.db, 1000)] == [late.id]
     assert not await env.store.finish(late.id, "succeeded", None, 300_000)
     assert not await env.store.expire(late.id)  # settled: nothing left to release
 
@@ -200,7 +217,7 @@ async def test_timeout_keeps_reserve_until_late_cost_or_window(env):
     assert await env.store.expire(never.id)  # the poller calls this once the late window has passed
     assert not await env.store.expire(never.id)
     assert await env.kinds(never.id) == {"reserve": 1, "release": 1}
-    assert await env.store.at_runware() == []
+    assert await at_runware_jobs(env.db, 10_000) == []
 
     cost_later = await env.create()
     await env.submit(cost_later.id)
@@ -208,7 +225,7 @@ async def test_timeout_keeps_reserve_until_late_cost_or_window(env):
     assert await env.store.finish(cost_later.id, "failed", None, 650_000)  # billed, no video
     assert not await env.store.finish(cost_later.id, "failed", None, 650_000)
     assert not await env.store.expire(cost_later.id)
-    assert await env.store.settled_cost(cost_later.id) == 650_000
+    assert (await job_money(env.db, cost_later.id)).settled == 650_000
 
 
 async def test_channel_and_blocklist_checked_in_the_reserve(env):
@@ -245,51 +262,53 @@ async def test_resume_queries_after_restart(tmp_path):
     for job in (submitted, processing, cancelling, undelivered, unnotified, timed_out, done):
         await env.submit(job.id)
     await queue.next_to_submit(env.db, 1000, now=START)  # claims `queued`, then the process dies
-    await env.store.mark_processing(processing.id)
-    await env.store.set_next_poll(processing.id, START + 100)
+    await mark_processing(env.db, processing.id)
+    await set_next_poll(env.db, processing.id, START + 100)
     await env.store.request_cancel(cancelling.id, "user:100")
     await env.store.record_result(undelivered.id, video(1))
     await env.store.record_result(undelivered.id, video(2, nsfw=True))  # flagged: never posted
     await env.store.finish(undelivered.id, "succeeded", None, 600_000)
     await env.store.record_result(unnotified.id, video(3))
     await env.store.finish(unnotified.id, "succeeded", None, 300_000)
-    [r3] = await env.store.results(unnotified.id)
+    [r3] = await results_for_job(env.db, unnotified.id)
     await env.store.mark_delivered(r3.id)
     await env.store.time_out(timed_out.id, "slow")
     await env.store.mark_notified(timed_out.id)
     await env.store.finish(done.id, "failed", "x", None)
     await env.store.mark_notified(done.id)
-    await env.store.heartbeat()
+    await write_heartbeat(env.db, env.clock.now(), os.getpid())
     await db.close()
 
     db = await open_database(path)  # a new process: everything comes from the database
     env = Env(db, FixedClock(START + 20))
     ids = lambda jobs: [j.id for j in jobs]  # noqa: E731
-    assert ids(await env.store.queued()) == [queued.id]
+    assert ids(await queued_jobs(env.db, 10_000)) == [queued.id]
     assert ids(await queue.next_to_submit(db, 1000, run_id="new-run", now=START + 20)) == [queued.id]
-    assert ids(await env.store.at_runware()) == [submitted.id, processing.id, cancelling.id, timed_out.id]
-    assert ids(await env.store.due_for_poll()) == [submitted.id, cancelling.id, timed_out.id]
-    assert await env.store.make_in_flight_due() == 4
-    assert ids(await env.store.due_for_poll()) == [submitted.id, processing.id, cancelling.id, timed_out.id]
-    assert ids(await env.store.undelivered()) == [undelivered.id]
-    assert ids(await env.store.unnotified()) == [undelivered.id, unnotified.id]
-    assert ids(await env.store.active_jobs()) == [queued.id, submitted.id, processing.id, cancelling.id]
-    assert await env.store.heartbeat_age() == 20
+    assert ids(await at_runware_jobs(env.db, 10_000)) == [submitted.id, processing.id, cancelling.id, timed_out.id]
+    now = env.clock.now()
+    assert ids(await due_for_poll(env.db, now, 500)) == [submitted.id, cancelling.id, timed_out.id]
+    assert await make_all_due(env.db, now) == 4
+    assert ids(await due_for_poll(env.db, now, 500)) == [submitted.id, processing.id, cancelling.id, timed_out.id]
+    assert ids(await undelivered_jobs(env.db, 1000)) == [undelivered.id]
+    assert ids(await unnotified_jobs(env.db, 1000)) == [undelivered.id, unnotified.id]
+    assert ids(await active_jobs(env.db, 10_000)) == [queued.id, submitted.id, processing.id, cancelling.id]
+    beat = await read_heartbeat(env.db)
+    assert beat is not None and env.clock.now() - beat.at == 20
     await db.close()
 
 
 async def test_median_duration_and_history(env):
-    assert await env.store.median_duration("kling-2.5-turbo-pro", 5) is None
+    assert await median_duration(env.db, "kling-2.5-turbo-pro", 5) is None
     for took in (50, 70, 60):
         job = await env.create()
         await env.submit(job.id)
         env.clock.advance(took)
         await env.store.finish(job.id, "succeeded", None, 300_000)
-    assert await env.store.median_duration("kling-2.5-turbo-pro", 5) == 60
-    assert await env.store.median_duration("kling-2.5-turbo-pro", 10) is None
-    history = await env.store.history(ALICE, limit=2)
+    assert await median_duration(env.db, "kling-2.5-turbo-pro", 5) == 60
+    assert await median_duration(env.db, "kling-2.5-turbo-pro", 10) is None
+    history = await member_jobs(env.db, ALICE.guild_id, ALICE.user_id, 2)
     assert len(history) == 2 and history[0].id > history[1].id
-    assert len(await env.store.jobs_by_state("succeeded")) == 3
+    assert len(await jobs_by_state(env.db, "succeeded", 50)) == 3
 
 
 @pytest.mark.parametrize(("failpoint", "finish"), [("after_reserve", None), ("after_settle", 300_000)])

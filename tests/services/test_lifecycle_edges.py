@@ -15,6 +15,8 @@ from pydantic import SecretStr
 from bot.cli.generate_run import TerminalSink
 from bot.config import Config, Secrets
 from bot.db import open_database
+from bot.db.jobs import at_runware_jobs, get_job, results_for_job
+from bot.db.money import job_money, ledger_for_job
 from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
 from bot.runware.models import TaskStatus, parse_video_item
@@ -78,7 +80,7 @@ async def create(engine: Engine, variations: int = 1) -> Any:
 
 
 async def kinds(engine: Engine, job_id: int) -> Counter[str]:
-    return Counter(row.kind for row in await engine.store.ledger(job_id))
+    return Counter(row.kind for row in await ledger_for_job(engine.db, job_id))
 
 
 async def test_late_window_counts_from_the_time_out_not_from_creation(world, sim):
@@ -89,15 +91,15 @@ async def test_late_window_counts_from_the_time_out_not_from_creation(world, sim
     await engine.tick()                      # first takes the only slot
     waiting = await create(engine)
     await engine.tick()
-    assert (await engine.store.get(waiting.id)).state == "queued"
+    assert (await get_job(engine.db, waiting.id)).state == "queued"
     clock.advance(1100)                      # longer than the late window, still queued
     await engine.tick()                      # first times out (frees the slot)
     await engine.tick()                      # waiting is submitted now
-    assert (await engine.store.get(waiting.id)).state == "submitted"
+    assert (await get_job(engine.db, waiting.id)).state == "submitted"
 
     clock.advance(DEADLINE + 1)
     await engine.tick()                      # polled: still processing, past its deadline
-    job = await engine.store.get(waiting.id)
+    job = await get_job(engine.db, waiting.id)
     assert job.state == "timed_out"
     assert [o.job.state for o in sink.messages[waiting.id]] == ["timed_out"]  # told at the deadline
 
@@ -108,10 +110,10 @@ async def test_late_window_counts_from_the_time_out_not_from_creation(world, sim
     sim.finish(waiting.task_uuid)
     clock.advance(10)
     await engine.tick()
-    job = await engine.store.get(waiting.id)
+    job = await get_job(engine.db, waiting.id)
     assert job.state == "succeeded"
     assert await kinds(engine, waiting.id) == {"reserve": 1, "settle": 1}
-    assert await engine.store.settled_cost(waiting.id) == sim.stats.tasks[waiting.task_uuid].billed_micro
+    assert (await job_money(engine.db, waiting.id)).settled == sim.stats.tasks[waiting.task_uuid].billed_micro
     late = sink.messages[waiting.id][-1]
     assert late.job.state == "succeeded" and [f.path is not None for f in late.files] == [True]
     assert first.id != waiting.id
@@ -127,14 +129,14 @@ async def test_partial_results_before_a_time_out_are_posted_with_the_late_ones(w
     clock.advance(2)
     planned = sim.stats.tasks[job.task_uuid].planned
     early = TaskStatus(task_uuid=job.task_uuid, results=[parse_video_item(planned[0])], processing=True)
-    job = await engine.store.get(job.id)
+    job = await get_job(engine.db, job.id)
     assert not await engine.poller.apply(job, early, clock.now())  # one video in, one still running
 
     clock.advance(DEADLINE)
     await engine.tick()
-    assert (await engine.store.get(job.id)).state == "timed_out"
+    assert (await get_job(engine.db, job.id)).state == "timed_out"
     assert [o.job.state for o in sink.messages[job.id]] == ["timed_out"]
-    assert [r.delivered_at for r in await engine.store.results(job.id)] == [None]  # nothing was posted
+    assert [r.delivered_at for r in await results_for_job(engine.db, job.id)] == [None]  # nothing was posted
 
     sim.finish(job.task_uuid)
     clock.advance(10)
@@ -143,7 +145,7 @@ async def test_partial_results_before_a_time_out_are_posted_with_the_late_ones(w
     assert late.job.state == "succeeded"
     assert not late.already_posted  # a posting sink posts it
     assert len(late.files) == 2 and all(f.path is not None for f in late.files)
-    assert all(r.delivered_at is not None for r in await engine.store.results(job.id))
+    assert all(r.delivered_at is not None for r in await results_for_job(engine.db, job.id))
     assert await kinds(engine, job.id) == {"reserve": 1, "settle": 1}
 
 
@@ -154,7 +156,7 @@ async def test_a_submit_refused_for_good_fails_the_job_instead_of_retrying_forev
     sim.faults.next_statuses = [403, 403, 403]
     job = await create(engine)
     await engine.tick()
-    job = await engine.store.get(job.id)
+    job = await get_job(engine.db, job.id)
     assert job.state == "failed"
     assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
     [notice] = sink.messages[job.id]
@@ -177,7 +179,7 @@ async def test_a_cancel_while_waiting_for_a_submit_slot_is_never_sent(world, sim
     assert cancel.job.cancel_requested and cancel.job.state == "queued"
     await engine._submit(claimed)  # its turn comes
     assert sim.stats.submits == 0
-    assert (await engine.store.get(job.id)).state == "cancelled"
+    assert (await get_job(engine.db, job.id)).state == "cancelled"
     assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
 
 
@@ -189,11 +191,11 @@ async def test_a_timed_out_job_without_a_cost_is_released_when_its_late_window_c
     await engine.tick()
     clock.advance(DEADLINE + 1)
     await engine.tick()
-    assert (await engine.store.get(job.id)).state == "timed_out"
+    assert (await get_job(engine.db, job.id)).state == "timed_out"
     clock.advance(999)                        # inside the 1000 s window: still open
     await engine.tick()
     assert await kinds(engine, job.id) == {"reserve": 1}
     clock.advance(10)                         # past it, and due for its next poll
     await engine.tick()
     assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
-    assert await engine.store.at_runware() == []
+    assert await at_runware_jobs(engine.db, 10_000) == []

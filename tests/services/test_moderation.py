@@ -12,7 +12,7 @@ import pytest
 from bot.config import Config
 from bot.db import Conn, open_database
 from bot.db.audit import list_audit
-from bot.db.guilds import get_member_limits
+from bot.db.guilds import get_guild_settings, get_member_limits
 from bot.db.money import ledger_rows
 from bot.db.records import UNLIMITED as UNLIMITED_COLUMN
 from bot.db.records import LimitOverride
@@ -349,7 +349,7 @@ async def test_safety_mode_is_never_weaker_than_the_config(env: Env) -> None:
     assert "fast, full" in err.message
     change = await env.mod.set_safety_mode(G, "full", actor=MOD)
     assert (change.action, change.before, change.after) == ("safety.mode", "default (fast)", "full")
-    assert await env.store.guild_safety_mode(G) == "full"
+    assert (await get_guild_settings(env.db, G)).safety_mode == "full"
     back = await env.mod.set_safety_mode(G, "fast", actor=MOD)
     assert (back.before, back.after) == ("full", "fast")
     await nothing_written(env, env.mod.set_safety_mode(G, "paranoid", actor=MOD))

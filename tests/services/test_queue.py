@@ -10,6 +10,8 @@ import pytest
 
 from bot.config import LimitsConfig
 from bot.db import open_database
+from bot.db.jobs import get_job
+from bot.db.money import ledger_for_job
 from bot.services import queue
 from bot.services.clock import FixedClock
 from bot.services.jobs import JobStore
@@ -91,11 +93,11 @@ async def test_cancelled_jobs_leave_the_queue(env):
     [job] = await queue.next_to_submit(db, 2, now=START)
     assert job.id == claimed
     await store.request_cancel(claimed, "user:2")  # while its submit is in flight: requested only
-    assert (await store.get(claimed)).state == "queued"
+    assert (await get_job(store.db, claimed)).state == "queued"
     # The taker never came back: once the claim is stale the job is cancelled and released.
     assert await queue.next_to_submit(db, 5, now=START + queue.CLAIM_TTL_S + 1) == []
-    assert (await store.get(claimed)).state == "cancelled"
-    assert [r.kind for r in await store.ledger(claimed)] == ["reserve", "release"]
+    assert (await get_job(store.db, claimed)).state == "cancelled"
+    assert [r.kind for r in await ledger_for_job(store.db, claimed)] == ["reserve", "release"]
 
 
 async def test_queue_survives_restart(tmp_path):

@@ -18,11 +18,13 @@ import pytest
 from bot.config import LimitsConfig
 from bot.db import Conn, open_database
 from bot.db.guilds import add_ban, set_member_limits, set_role_limits, update_guild_settings
+from bot.db.kv import kv_delete, kv_set
+from bot.db.money import ledger_for_job
 from bot.db.records import UNLIMITED, LimitOverride
 from bot.errors import InvalidInput, LimitExceeded, RunwareUnavailable, UserFacingError
 from bot.services.clock import FixedClock
 from bot.services.jobs import JobStore
-from bot.services.quotas import Member, Quotas
+from bot.services.quotas import RUNWARE_PAUSE_KEY, Member, Quotas
 
 UTC_ZONE = ZoneInfo("UTC")
 NY = ZoneInfo("America/New_York")
@@ -169,10 +171,10 @@ async def test_ban_pause_and_runware_pause(make):
     exc = await refused(env.create(BOB))
     assert exc.limit == "pause" and "paused on this server: maintenance" in exc.message
     await env.db.run(update_guild_settings, 1, paused=False)
-    await env.store.set_runware_paused("balance exhausted")
+    await kv_set(env.db, RUNWARE_PAUSE_KEY, "balance exhausted")
     with pytest.raises(RunwareUnavailable):
         await env.create(BOB)
-    await env.store.set_runware_paused(None)
+    await kv_delete(env.db, RUNWARE_PAUSE_KEY)
     assert (await refused(env.create(BOB))).limit == "daily_videos"
     assert await env.rows("jobs") == 0
 
@@ -249,7 +251,7 @@ async def test_refund_once_and_global_ceiling_still_counts_it(make):
     assert usage.spent_month_micro == 0 and usage.guild_spent_month_micro == 0
     with pytest.raises(UserFacingError, match="already refunded"):
         await env.quotas.refund(job.id, "mod:9", "again")
-    kinds = Counter(r.kind for r in await env.store.ledger(job.id))
+    kinds = Counter(r.kind for r in await ledger_for_job(env.db, job.id))
     assert kinds == {"reserve": 1, "settle": 1, "refund": 1}
     # Member and guild have room again, the bot's ceiling does not: the money was spent.
     exc = await refused(env.create(ALICE))

@@ -22,6 +22,8 @@ from pydantic import SecretStr
 from bot.cli.generate_run import TerminalSink
 from bot.config import Config, Secrets
 from bot.db import open_database
+from bot.db.jobs import get_job, results_for_job, unnotified_jobs
+from bot.db.money import ledger_for_job
 from bot.errors import UserFacingError
 from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
@@ -170,11 +172,11 @@ async def world(tmp_path, sim):
 
 
 async def kinds(engine: Engine, job_id: int) -> Counter[str]:
-    return Counter(row.kind for row in await engine.store.ledger(job_id))
+    return Counter(row.kind for row in await ledger_for_job(engine.db, job_id))
 
 
 async def settled(engine: Engine, job_id: int) -> list[int]:
-    return [row.amount_micro for row in await engine.store.ledger(job_id) if row.kind == "settle"]
+    return [row.amount_micro for row in await ledger_for_job(engine.db, job_id) if row.kind == "settle"]
 
 
 def no_secret(*texts: str) -> None:
@@ -201,11 +203,11 @@ async def test_webhook_alone_finishes_settles_and_delivers_once(world, sim, capl
     await world.settle_down()
 
     assert sim.stats.get_response_tasks == 0  # nobody polled: the webhook did it all
-    final = await engine.store.get(job.id)
+    final = await get_job(engine.db, job.id)
     assert final.state == "succeeded" and final.notified_at is not None
     assert await settled(engine, job.id) == [task.billed_micro] and task.billed_micro > 0
     assert await kinds(engine, job.id) == Counter(reserve=1, settle=1)
-    [result] = await engine.store.results(job.id)
+    [result] = await results_for_job(engine.db, job.id)
     assert result.video_uuid == task.results[0]["videoUUID"] and result.delivered_at is not None
     assert world.sink.deliveries[job.id] == 1
     assert [f.path.read_bytes() for f in outcome.files] == [sim.mp4]
@@ -222,9 +224,9 @@ async def test_several_variations_one_delivery_after_all_webhooks(world, sim):
     # Two of three variations arrive early (as Runware may push them one by one): recorded, no end yet.
     for item in task.planned[:2]:
         assert await world.post({"data": [item]}) == (200, '{"ok": true}')
-    waiting = await engine.store.get(job.id)
+    waiting = await get_job(engine.db, job.id)
     assert waiting.state == "processing"
-    assert len(await engine.store.results(job.id)) == 2
+    assert len(await results_for_job(engine.db, job.id)) == 2
     assert await kinds(engine, job.id) == Counter(reserve=1)
     assert world.sink.deliveries[job.id] == 0
 
@@ -234,7 +236,7 @@ async def test_several_variations_one_delivery_after_all_webhooks(world, sim):
     await world.settle_down()
 
     assert sim.stats.get_response_tasks == 0
-    results = await engine.store.results(job.id)
+    results = await results_for_job(engine.db, job.id)
     assert sorted(r.video_uuid for r in results) == sorted(i["videoUUID"] for i in task.results)
     assert len(outcome.files) == 3 and all(f.path is not None for f in outcome.files)
     assert world.sink.deliveries[job.id] == 1
@@ -251,7 +253,7 @@ async def test_several_items_in_one_body_are_accepted(world, sim):
     await world.sink.wait_delivered(job.id)
     await engine.webhooks.wait_accepted(3)
     await world.settle_down()
-    assert len(await engine.store.results(job.id)) == 2
+    assert len(await results_for_job(engine.db, job.id)) == 2
     assert await kinds(engine, job.id) == Counter(reserve=1, settle=1)
     assert world.sink.deliveries[job.id] == 1
 
@@ -262,7 +264,7 @@ async def test_several_items_in_one_body_are_accepted(world, sim):
 async def test_webhook_then_poll_and_a_resent_webhook_settle_and_deliver_once(world, sim):
     engine = await world.start()
     job = await world.create(variations=2)
-    stale = await engine.store.get(job.id)  # what a poller tick that started earlier would hold
+    stale = await get_job(engine.db, job.id)  # what a poller tick that started earlier would hold
     task = sim.stats.tasks[job.task_uuid]
     sim.finish(job.task_uuid)
     await world.sink.wait_delivered(job.id)
@@ -278,10 +280,10 @@ async def test_webhook_then_poll_and_a_resent_webhook_settle_and_deliver_once(wo
 
     assert await kinds(engine, job.id) == Counter(reserve=1, settle=1)
     assert await settled(engine, job.id) == [task.billed_micro]
-    results = await engine.store.results(job.id)
+    results = await results_for_job(engine.db, job.id)
     assert len(results) == len({r.video_uuid for r in results}) == 2
     assert world.sink.deliveries[job.id] == 1
-    assert await engine.store.unnotified() == []
+    assert await unnotified_jobs(engine.db, 1000) == []
 
 
 async def test_poll_then_webhook_after_a_restart_settle_and_deliver_once(world, sim):
@@ -301,7 +303,7 @@ async def test_poll_then_webhook_after_a_restart_settle_and_deliver_once(world, 
     await world.settle_down()
 
     assert await kinds(engine, job.id) == Counter(reserve=1, settle=1)
-    assert len(await engine.store.results(job.id)) == 1
+    assert len(await results_for_job(engine.db, job.id)) == 1
     assert world.sink.deliveries[job.id] == 1
 
 
@@ -319,7 +321,7 @@ async def test_webhooks_racing_a_fast_poller(world, sim):
         task = sim.stats.tasks[job.task_uuid]
         assert await kinds(engine, job.id) == Counter(reserve=1, settle=1)
         assert await settled(engine, job.id) == [task.billed_micro]
-        assert len(await engine.store.results(job.id)) == job.variations
+        assert len(await results_for_job(engine.db, job.id)) == job.variations
         assert world.sink.deliveries[job.id] == 1
 
 
@@ -333,7 +335,7 @@ async def test_failed_single_video_by_webhook_is_released_and_notified(world, si
     outcome = await world.sink.wait_delivered(job.id)
     await world.settle_down()
     assert sim.stats.get_response_tasks == 0
-    final = await engine.store.get(job.id)
+    final = await get_job(engine.db, job.id)
     assert final.state == "failed" and outcome.files == [] and outcome.failures
     assert await kinds(engine, job.id) == Counter(reserve=1, release=1)
     assert world.sink.deliveries[job.id] == 1
@@ -349,7 +351,7 @@ async def test_a_failed_variation_by_webhook_asks_for_a_poll_at_once(world, sim)
     outcome = await world.sink.wait_delivered(job.id)
     await world.settle_down()
     assert sim.stats.get_response_tasks >= 1
-    final = await engine.store.get(job.id)
+    final = await get_job(engine.db, job.id)
     assert (final.state, final.failed_variations) == ("succeeded", 1)
     assert len(outcome.files) == 2 and len(outcome.failures) == 1
     assert await settled(engine, job.id) == [task.billed_micro] == [2 * task.video_micro]
@@ -374,8 +376,8 @@ async def test_missing_or_wrong_token_is_401_and_changes_nothing(world, sim, cap
     assert [status for status, _ in answers] == [401] * 5
     no_secret(*(text for _, text in answers))
     assert engine.webhooks.refused == 5 and engine.webhooks.accepted == 0
-    assert await engine.store.results(job.id) == []
-    assert (await engine.store.get(job.id)).state == "submitted"
+    assert await results_for_job(engine.db, job.id) == []
+    assert (await get_job(engine.db, job.id)).state == "submitted"
     assert await kinds(engine, job.id) == Counter(reserve=1)
     no_secret(caplog.text)
 
@@ -389,8 +391,8 @@ async def test_unknown_task_is_answered_200_and_ignored(world, sim):
     assert await world.post({"data": [stranger]}) == (200, '{"ok": true}')
     assert (await world.post({"errors": [{**stranger, "code": "providerError", "message": "no"}]}))[0] == 200
     assert engine.webhooks.unknown == 2
-    assert await engine.store.results(job.id) == []
-    assert (await engine.store.get(job.id)).state == "submitted"
+    assert await results_for_job(engine.db, job.id) == []
+    assert (await get_job(engine.db, job.id)).state == "submitted"
 
 
 async def test_malformed_oversized_and_wrong_method_requests(world, sim):

@@ -18,6 +18,8 @@ import discord
 from discord.ext import commands
 
 from bot.config import micro_to_usd
+from bot.db.jobs import get_job, results_for_job
+from bot.db.money import job_money
 from bot.db.records import ACTIVE_STATES, JobRecord
 from bot.discordbot import render_job
 from bot.discordbot.cogs.errors import report_error
@@ -108,7 +110,7 @@ def model_label(bot: KlingBot, job: JobRecord) -> str:
 async def job_here(bot: KlingBot, interaction: discord.Interaction, job_id: int) -> JobRecord:
     """The job, when it belongs to this server (in DMs: to this member)."""
     assert bot.engine is not None
-    job = await bot.engine.store.get(job_id)
+    job = await get_job(bot.engine.db, job_id)
     if job is not None:
         if interaction.guild_id is not None and job.guild_id == interaction.guild_id:
             return job
@@ -198,8 +200,8 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
         ensure_ready(bot)
         assert bot.engine is not None
         job = await job_here(bot, interaction, job_id)
-        store = bot.engine.store
-        results, money = await store.results(job.id), await store.money(job.id)
+        db = bot.engine.db
+        results, money = await results_for_job(db, job.id), await job_money(db, job.id)
         embed = details_embed(job, results, money, model_label(bot, job))
         await interaction.response.send_message(embed=embed, ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())

@@ -15,6 +15,8 @@ from discord import app_commands
 from discord.app_commands import Range
 from discord.ext import commands
 
+from bot.db.jobs import member_jobs, results_for_job
+from bot.db.money import job_money
 from bot.db.records import ACTIVE_STATES, ResultRecord
 from bot.discordbot.cogs.buttons import components_for, ensure_ready, job_here, model_label, owner_or_moderator
 from bot.discordbot.interactions import member_of
@@ -45,7 +47,7 @@ async def show_quota(bot, interaction: discord.Interaction) -> None:
     ensure_ready(bot)
     member = member_of(interaction)
     usage = await bot.engine.quotas.usage(member)
-    recent = await bot.engine.store.history(member, IN_FLIGHT_SCAN)
+    recent = await member_jobs(bot.engine.db, member.guild_id, member.user_id, IN_FLIGHT_SCAN)
     flying = [j for j in recent if j.state in ACTIVE_STATES and not j.cancel_requested]
     flying.reverse()  # oldest first
     await interaction.response.send_message(embed=quota_embed(usage, flying), ephemeral=True,
@@ -58,9 +60,9 @@ async def show_history(bot, interaction: discord.Interaction, count: int) -> Non
     refuse_dm(bot, interaction)
     ensure_ready(bot)
     count = max(1, min(HISTORY_MAX, count))
-    store = bot.engine.store
-    jobs = await store.history(member_of(interaction), count)
-    rows = [(job, await store.money(job.id)) for job in jobs]
+    member = member_of(interaction)
+    jobs = await member_jobs(bot.engine.db, member.guild_id, member.user_id, count)
+    rows = [(job, await job_money(bot.engine.db, job.id)) for job in jobs]
     await interaction.response.send_message(embed=history_embed(rows), ephemeral=True,
                                             allowed_mentions=_NO_MENTIONS)
 
@@ -98,9 +100,8 @@ async def show_job(bot, interaction: discord.Interaction, job_id: int) -> None:
     job = await job_here(bot, interaction, job_id)
     if not await owner_or_moderator(bot, interaction, job):
         raise NotPermitted("You can only look at your own jobs; moderators can look at anyone's.")
-    store = bot.engine.store
-    results = await store.results(job.id)
-    money = await store.money(job.id)
+    results = await results_for_job(bot.engine.db, job.id)
+    money = await job_money(bot.engine.db, job.id)
     repost = job.state == "succeeded" and any(not r.nsfw for r in results)
     # A public re-post of the videos; anything else (still running, failed) is for the asker only.
     await interaction.response.defer(ephemeral=not repost, thinking=True)
