@@ -174,6 +174,11 @@ class ProgressConfig(_Section):
         return zoneinfo.ZoneInfo(self.timezone)
 
 
+class DeliveryConfig(_Section):
+    fit_to_limit: bool = True  # a video over the upload limit is transcoded (PyAV) so it stays in Discord
+    transcode_concurrency: int = Field(1, ge=1, le=16)  # worker processes at once
+
+
 class ModelSpec(_Section):
     """One entry of the model registry: everything the bot knows about a Runware model."""
 
@@ -263,6 +268,7 @@ class Config(BaseModel):
     storage: StorageConfig = StorageConfig()
     limits: LimitsConfig = LimitsConfig()
     progress: ProgressConfig = ProgressConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field("(defaults)", exclude=True)

@@ -18,6 +18,11 @@ NAMES = (
     "after_notify",           # notified_at written
 )
 
+# Points inside the media worker process (bot.services.media_ops): they kill the worker, never the bot.
+WORKER_NAMES = (
+    "during_transcode",       # a fit has encoded a few frames
+)
+
 
 def hit(name: str) -> None:
     if os.environ.get("KLINGBOT_FAILPOINT") == name:

@@ -87,6 +87,8 @@ def test_money_becomes_micro_and_unlimited_lifts(tmp_path):
         ('[runware]\nwebhook_listen = "nowhere"\n', "runware.webhook_listen = 'nowhere'"),
         ('[progress]\ntimezone = "Mars/Olympus"\n', "progress.timezone = 'Mars/Olympus'"),
         ("[discord]\nallow_dms = 3\n", "discord.allow_dms = 3"),
+        ("[delivery]\ntranscode_concurrency = 0\n", "delivery.transcode_concurrency = 0"),
+        ("[delivery]\nfit = true\n", "unknown key 'delivery.fit'"),
         ('[models."kling-2.5-turbo-pro"]\nfps = 0\n', "models.kling-2.5-turbo-pro.fps = 0"),
         ('[models."kling-2.5-turbo-pro"]\nbogus = 1\n', "unknown key 'models.kling-2.5-turbo-pro.bogus'"),
         ('[models.new]\nmodel_id = "x:1@1"\n', "models.new.label: required key is missing"),

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--api-key", default="sandbox")
     sim.add_argument("--speed", type=float, default=1.0, help="divide generation times by X")
     sim.add_argument("--fail-rate", type=float, default=0.0, help="share of tasks that fail (0..1)")
+    sim.add_argument("--video-mb", type=float, metavar="N",
+                     help="each result a video of about N MiB at the task's size and duration (default: small)")
 
     with_config(sub.add_parser("doctor", help="check config, database, keys; print the invite URL"))
     health = with_config(sub.add_parser("health", help="exit 0 when the running bot's heartbeat is fresh"))

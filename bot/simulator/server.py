@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .media import make_mp4
+from .media import CONTENT_TYPES, EXTENSIONS, MIB, SMALL, make_small, make_video
+from .models import MODELS
 from .state import Faults, SimTask, Stats
 from .tasks import TaskLogic
 from .validation import ApiError
@@ -51,9 +52,11 @@ def _json(status: int, body: Any) -> web.Response:
 class Simulator(TaskLogic):
     def __init__(self, *, api_key: str = "sandbox", speed: float = 1.0, fail_rate: float = 0.0,
                  seed: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 base_generation_s: float = 60.0) -> None:
+                 base_generation_s: float = 60.0, video_mb: float | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
+        if video_mb is not None and video_mb <= 0:
+            raise ValueError("video_mb must be positive")
         self.api_key = api_key
         self.speed = speed
         self.fail_rate = fail_rate
@@ -66,7 +69,11 @@ class Simulator(TaskLogic):
         self.videos: dict[str, str] = {}  # videoUUID -> taskUUID
         self.url = ""
         self.base_url = ""
-        self.mp4 = make_mp4()
+        # None: every result is the small default clip; else results of about this many bytes at
+        # the task's size and duration (made once per distinct video, in a thread, then cached).
+        self.video_bytes = int(video_mb * MIB) if video_mb else None
+        self.mp4 = make_small("MP4")
+        self._videos: dict[tuple, asyncio.Future[bytes]] = {}
         self._pending: list[tuple[float, str]] = []  # heap of (ready_at, taskUUID)
         self._webhook_backlog: list[SimTask] = []
         self._background: set[asyncio.Task] = set()
@@ -313,12 +320,38 @@ class Simulator(TaskLogic):
     async def _handle_video(self, request: web.Request) -> web.Response:
         if self.faults.latency_s > 0:
             await asyncio.sleep(self.faults.latency_s)
-        name = request.match_info["name"]
-        task_uuid = self.videos.get(name.removesuffix(".mp4")) if name.endswith(".mp4") else None
-        if task_uuid is None or not self.stats.tasks[task_uuid].done:
+        stem, _, ext = request.match_info["name"].rpartition(".")
+        task_uuid = self.videos.get(stem)
+        sim = self.stats.tasks.get(task_uuid) if task_uuid else None
+        if sim is None or not sim.done or ext != EXTENSIONS[self.output_format(sim.body)]:
             return _json(404, {"errors": [{"code": "notFound", "message": "No such video."}]})
         self.stats.video_downloads += 1
-        return web.Response(body=self.mp4, content_type="video/mp4")
+        fmt = self.output_format(sim.body)
+        return web.Response(body=await self.video_for(sim), content_type=CONTENT_TYPES[fmt])
+
+    def video_key(self, sim: SimTask) -> tuple:
+        fmt = self.output_format(sim.body)
+        if self.video_bytes is None:
+            return (*SMALL, fmt, None)
+        body = sim.body
+        fps = MODELS[sim.model_id].fps
+        return (int(body["width"]), int(body["height"]), int(body["duration"]), fps, fmt, self.video_bytes)
+
+    def prepare_video(self, sim: SimTask) -> None:
+        """Start making the task's video now, so it is ready by the time it is fetched."""
+        key = self.video_key(sim)
+        if key in self._videos or self._loop is None:
+            return
+        if key[-1] is None and key[-2] == "MP4":
+            future: asyncio.Future[bytes] = self._loop.create_future()
+            future.set_result(self.mp4)
+        else:
+            future = asyncio.ensure_future(asyncio.to_thread(make_video, *key))
+        self._videos[key] = future
+
+    async def video_for(self, sim: SimTask) -> bytes:
+        self.prepare_video(sim)
+        return await asyncio.shield(self._videos[self.video_key(sim)])
 
     async def _handle_image(self, request: web.Request) -> web.Response:
         stored = self.images.get(request.match_info["image_uuid"])
@@ -340,17 +373,18 @@ async def run_simulator(**kwargs: Any) -> AsyncIterator[Simulator]:
         await sim.stop()
 
 
-def serve(host: str, port: int, api_key: str, speed: float, fail_rate: float) -> None:
+def serve(host: str, port: int, api_key: str, speed: float, fail_rate: float, video_mb: float | None = None) -> None:
     """Run until interrupted (`klingbot simulator`)."""
 
     async def main() -> None:
-        sim = Simulator(api_key=api_key, speed=speed, fail_rate=fail_rate)
+        sim = Simulator(api_key=api_key, speed=speed, fail_rate=fail_rate, video_mb=video_mb)
         url = await sim.start(host, port)
         stopping = asyncio.Event()
         with suppress(NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
         print(f"Runware simulator at {url} is listening (Authorization: Bearer <your --api-key>); "
-              f"speed x{speed:g}, fail rate {fail_rate:g}. Ctrl+C stops it.", flush=True)
+              f"speed x{speed:g}, fail rate {fail_rate:g}, videos "
+              f"{f'of about {video_mb:g} MiB' if video_mb else 'small'}. Ctrl+C stops it.", flush=True)
         try:
             await stopping.wait()
         finally:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .media import EXTENSIONS
 from .state import Faults, SimTask, Stats
 from .validation import ApiError, check_task_uuid, decode_image, image_url_ok, validate_video
 
@@ -34,6 +35,13 @@ class TaskLogic:
 
     def _task_submitted(self) -> None:
         raise NotImplementedError
+
+    def prepare_video(self, sim: SimTask) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def output_format(task: dict[str, Any]) -> str:
+        return str(task.get("outputFormat", "MP4"))
 
     def finish_all(self) -> None:
         """Make every pending task ready now (its webhooks follow from the scheduler)."""
@@ -75,6 +83,7 @@ class TaskLogic:
         drawn_failure = self.fail_rate > 0 and self.rng.random() < self.fail_rate
         fail_all = "FAIL_PROVIDER" in req.prompt or drawn_failure
         fail_last = "FAIL_PARTIAL" in req.prompt
+        ext = EXTENSIONS[self.output_format(task)]
         planned = []
         for index in range(req.number_results):
             item: dict[str, Any] = {"taskType": "videoInference", "taskUUID": task_uuid}
@@ -88,7 +97,7 @@ class TaskLogic:
                 self.videos[video_uuid] = task_uuid
                 seed = req.seed + index if req.seed is not None else self.rng.randrange(1, 2**31)
                 item.update(status="success", videoUUID=video_uuid,
-                            videoURL=f"{self.base_url}/video/{video_uuid}.mp4", seed=seed)
+                            videoURL=f"{self.base_url}/video/{video_uuid}.{ext}", seed=seed)
                 if req.include_cost:
                     item["cost"] = round(per_video / 1_000_000, 6)
                 if "SIM_NSFW" in req.prompt:
@@ -104,6 +113,8 @@ class TaskLogic:
         self.stats.tasks[task_uuid] = sim
         self.stats.submits += 1
         heapq.heappush(self._pending, (sim.ready_at, task_uuid))
+        if any(item.get("status") == "success" for item in planned):
+            self.prepare_video(sim)
         self._task_submitted()
         return {"taskType": "videoInference", "taskUUID": task_uuid}
 

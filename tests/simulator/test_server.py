@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from bot.simulator import Simulator, make_mp4, run_simulator
+from bot.simulator import Simulator, make_small, run_simulator
 
 KEY = "sandbox"
 
@@ -414,7 +414,7 @@ async def test_video_download_is_the_mp4(client, sim):
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "video/mp4"
     assert int(resp.headers["content-length"]) == len(resp.content)
-    assert resp.content == make_mp4() and resp.content[4:8] == b"ftyp"
+    assert resp.content == make_small("MP4") and resp.content[4:8] == b"ftyp"
     missing = await client.get(f"{sim.url.removesuffix('/v1')}/video/{uuid.uuid4()}.mp4")
     assert missing.status_code == 404
 
