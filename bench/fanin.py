@@ -38,8 +38,8 @@ from bot.images import check_image
 from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
-from bot.services.progress import Outcome, ProgressUpdate
 from bot.services.quotas import Member
+from bot.services.sink import Outcome, ProgressUpdate
 
 NAME = "fan-in"
 GENERATION_S = (30.0, 60.0)  # simulated seconds, drawn per task
@@ -58,6 +58,10 @@ class CollectSink:
         self.all_delivered = asyncio.Event()
         self.expected = 0
         self._ids = itertools.count(1)
+        self.alerts: list[str] = []
+
+    def handles(self, job: JobRecord) -> bool:
+        return True
 
     def download_cap(self, job: JobRecord) -> int:
         return 10 * 1024 * 1024
@@ -75,6 +79,9 @@ class CollectSink:
         if self.expected and len(self.delivered) >= self.expected:
             self.all_delivered.set()
         return next(self._ids)
+
+    async def alert(self, text: str) -> None:
+        self.alerts.append(text)
 
 
 class Baseline:

@@ -13,7 +13,7 @@ import tomllib
 import zoneinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -26,13 +26,15 @@ from pydantic import (
     model_validator,
 )
 
+from bot.runware.models import OutputFormat, SafetyMode
+
 log = logging.getLogger(__name__)
 
 MICRO = 1_000_000
 DEFAULT_CONFIG_PATH = "config.toml"
-SAFETY_MODES = ("none", "fast", "full")
+SAFETY_MODES: tuple[SafetyMode, ...] = get_args(SafetyMode)  # weakest first
 ASPECTS = ("16:9", "9:16", "1:1")
-OUTPUT_FORMATS = ("MP4", "WEBM", "MOV")
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 
 
 class ConfigError(Exception):

@@ -7,15 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.config import ASPECTS, DEFAULT_MODEL_KEY, OUTPUT_FORMATS, Config, ModelSpec, RunwareConfig
+from bot.config import ASPECTS, DEFAULT_MODEL_KEY, OUTPUT_FORMATS, SAFETY_MODES, Config, ModelSpec, RunwareConfig
 from bot.errors import InvalidInput
-from bot.runware.models import FrameImage, Safety, SafetyMode, VideoInferenceTask
+from bot.runware.models import FrameImage, OutputFormat, Safety, SafetyMode, VideoInferenceTask
 
 PROMPT_MIN, PROMPT_MAX = 2, 2500
 CFG_MIN, CFG_MAX = 0.0, 1.0
 VARIATIONS_MIN, VARIATIONS_MAX = 1, 4
 QUALITY_MIN, QUALITY_MAX = 20, 99
-SAFETY_ORDER: tuple[SafetyMode, ...] = ("none", "fast", "full")
 
 
 class ResolvedRequest(BaseModel):
@@ -33,7 +32,7 @@ class ResolvedRequest(BaseModel):
     duration: int
     cfg_scale: float | None = None
     variations: int = 1
-    output_format: str = "MP4"
+    output_format: OutputFormat = "MP4"
     quality: int | None = None
     has_first_frame: bool = False
     has_last_frame: bool = False
@@ -189,8 +188,8 @@ def resolve_request(
 
 def stricter_safety(*modes: str | None) -> SafetyMode:
     """The strictest of the given safety modes (a guild may raise, never lower, the config's)."""
-    chosen = [m for m in modes if m in SAFETY_ORDER]
-    return max(chosen, key=SAFETY_ORDER.index) if chosen else "fast"  # type: ignore[return-value]
+    chosen = [m for m in SAFETY_MODES if m in modes]
+    return chosen[-1] if chosen else "fast"
 
 
 def build_task(
@@ -224,7 +223,7 @@ def build_task(
         duration=request.duration,
         cfg_scale=request.cfg_scale,
         number_results=request.variations,
-        output_format=request.output_format,  # type: ignore[arg-type]
+        output_format=request.output_format,
         output_quality=request.quality,
         frame_images=tuple(frames),
         ttl=runware.output_ttl_s,

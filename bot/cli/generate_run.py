@@ -23,8 +23,8 @@ from bot.errors import InvalidInput, RunwareUnavailable, UserFacingError
 from bot.runware.client import RunwareClient
 from bot.sandbox import enter_sandbox
 from bot.services.engine import Engine
-from bot.services.progress import Outcome, ProgressUpdate, sink_handles
 from bot.services.quotas import Member
+from bot.services.sink import Outcome, ProgressUpdate
 
 NO_DOWNLOAD_CAP = 4 * 1024**3
 TERMINAL_GUILD = 0
@@ -215,7 +215,7 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
 async def unfinished_terminal_jobs(engine: Engine) -> list[int]:
     """Ids of the terminal's jobs still running, or finished but never reported."""
     jobs = [*await active_jobs(engine.db, 10_000), *await unnotified_jobs(engine.db, 1000)]
-    return sorted({j.id for j in jobs if sink_handles(engine.sink, j)})
+    return sorted({j.id for j in jobs if engine.sink.handles(j)})
 
 
 def run_generation(cfg: Config, args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 sink, and loads its cogs by name (it never imports a cog module).
 
 Start-up (setup_hook, after login): open and migrate the database, build the client, sink and
-engine, load the cogs, register persistent views, start the engine (which resumes every unfinished
-job from the database), and register the slash commands when they changed since the last time.
+engine, load the cogs (the buttons cog registers its dynamic items), start the engine (which
+resumes every unfinished job from the database), and register the slash commands when they changed
+since the last time.
 Shut-down (SIGTERM/SIGINT): stop taking commands, stop the engine (writes in flight finish), close.
 """
 
@@ -16,6 +17,7 @@ import json
 import logging
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -42,6 +44,17 @@ EXTENSIONS = tuple(f"bot.discordbot.cogs.{name}" for name in ("errors", "video",
 ENGINE_STOP_TIMEOUT_S = 30.0
 # Discord allows 5 message writes per 5 s per channel; the extra half second absorbs latency jitter.
 PACE_LIMIT, PACE_WINDOW_S = 5, 5.5
+RESTARTING = "The bot is restarting; please try again in a minute."
+
+
+@dataclass(frozen=True)
+class Running:
+    """What a command or button works with, present only while the bot takes commands."""
+
+    db: Database
+    engine: Engine
+    sink: DiscordSink
+    web: httpx.AsyncClient
 
 
 class KlingBot(commands.Bot):
@@ -79,6 +92,14 @@ class KlingBot(commands.Bot):
         self._closing = False
         self.setup_done = asyncio.Event()  # set when setup_hook has finished (the engine runs)
 
+    def running(self) -> Running:
+        """The live services; a UserFacingError (shown to the member) while the bot starts, stops, or
+        only registers its commands."""
+        if (not self.accepting_commands or self.db is None or self.engine is None or self.sink is None
+                or self.web is None):
+            raise UserFacingError(RESTARTING)
+        return Running(self.db, self.engine, self.sink, self.web)
+
     # ---- start -----------------------------------------------------------------------------------
 
     async def login(self, token: str) -> None:
@@ -90,7 +111,6 @@ class KlingBot(commands.Bot):
         if not self.commands_only:
             await self._open_services()
         await self._load_extensions()
-        self._register_persistent_views()
         if self.commands_only:
             self.setup_done.set()
             return
@@ -124,15 +144,6 @@ class KlingBot(commands.Bot):
     async def _load_extensions(self) -> None:
         for name in EXTENSIONS:  # a missing cog is an error: the bot must not run without it
             await self.load_extension(name)
-
-    def _register_persistent_views(self) -> None:
-        """Cogs that own buttons which must work after a restart expose ``persistent_views()``."""
-        for cog in self.cogs.values():
-            provider = getattr(cog, "persistent_views", None)
-            if provider is None:
-                continue
-            for view in provider():
-                self.add_view(view)
 
     @property
     def components_for(self) -> Callable[..., Any] | None:

@@ -97,14 +97,13 @@ async def fetch_frame(bot: KlingBot, attachment: discord.Attachment, field: str)
         limit = f"an image of at most {MAX_IMAGE_BYTES // (1024 * 1024)} MB"
         raise InvalidInput(field, attachment.filename, limit,
                            problem=f"{attachment.filename} is {attachment.size / (1024 * 1024):.1f} MB")
-    data = await fetch_bytes(bot.web, attachment.url, allowed_hosts=list(bot.cfg.discord.attachment_hosts),
+    data = await fetch_bytes(bot.running().web, attachment.url, allowed_hosts=list(bot.cfg.discord.attachment_hosts),
                              max_bytes=MAX_IMAGE_BYTES, what=field)
     return await check_image_async(data, field=field)
 
 
 async def handle_video(bot: KlingBot, interaction: discord.Interaction, opts: VideoOptions) -> None:
-    if not bot.accepting_commands or bot.engine is None:
-        raise UserFacingError("The bot is restarting; please try again in a minute.")
+    live = bot.running()
     if interaction.guild_id is None and not bot.cfg.discord.allow_dms:
         raise NotPermitted("/video works in a server channel, not in direct messages.")
     if interaction.channel_id is None:
@@ -124,7 +123,7 @@ async def handle_video(bot: KlingBot, interaction: discord.Interaction, opts: Vi
 
     member = member_of(interaction)
     # Ban, pause, channels, blocklist and limits before any download (checked again when reserving).
-    await bot.engine.store.precheck(
+    await live.engine.store.precheck(
         member,
         channel_id=interaction.channel_id,
         blocklist_text="\n".join(filter(None, [draft.prompt, draft.negative_prompt])),
@@ -138,7 +137,7 @@ async def handle_video(bot: KlingBot, interaction: discord.Interaction, opts: Vi
         check_frame_pair(first, last)
     request = resolve(bot, opts, first, has_first, has_last)
 
-    job = await bot.engine.create_job(
+    job = await live.engine.create_job(
         member,
         request,
         channel_id=interaction.channel_id,
@@ -153,13 +152,14 @@ async def handle_video(bot: KlingBot, interaction: discord.Interaction, opts: Vi
 async def tell_queued(bot: KlingBot, interaction: discord.Interaction, job_id: int) -> None:
     """Edit the ephemeral reply to say the job is queued, linking the progress message once the
     sink has posted it (or the channel, if that takes longer than a moment)."""
-    message_id = await bot.sink.wait_progress_message(job_id, PROGRESS_LINK_WAIT_S)
-    job = await get_job(bot.engine.db, job_id)
+    live = bot.running()
+    message_id = await live.sink.wait_progress_message(job_id, PROGRESS_LINK_WAIT_S)
+    job = await get_job(live.db, job_id)
     if job is None:  # pragma: no cover - a job row is never deleted
         return
     message_id = message_id or job.progress_message_id
     url = render_job.jump_url(job.guild_id, job.channel_id, message_id) if message_id else None
-    position = await bot.engine.queue_position(job_id) if job.state == "queued" else None
+    position = await live.engine.queue_position(job_id) if job.state == "queued" else None
     try:
         await interaction.edit_original_response(content=render_job.queued_reply(job, progress_url=url,
                                                                             position=position))

@@ -16,7 +16,7 @@ import discord
 
 from bot.config import micro_to_usd
 from bot.db.records import JobRecord
-from bot.services.progress import Outcome, ProgressUpdate, ResultFile
+from bot.services.sink import Outcome, ProgressUpdate, ResultFile
 
 BAR_WIDTH = 10
 PROMPT_PREVIEW = 300

@@ -26,7 +26,7 @@ from bot.db.jobs import set_progress_message
 from bot.db.records import JobRecord
 from bot.discordbot import render_job
 from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer
-from bot.services.progress import DeliveryFailed, Outcome, ProgressUpdate
+from bot.services.sink import DeliveryFailed, Outcome, ProgressUpdate
 
 if TYPE_CHECKING:
     from bot.discordbot.app import KlingBot
@@ -158,11 +158,10 @@ class DiscordSink:
         return track
 
     async def _store_progress_id(self, job_id: int, message_id: int) -> None:
-        engine = getattr(self.bot, "engine", None)
-        if engine is None:
+        if self.bot.db is None:
             return
         try:
-            await set_progress_message(engine.db, job_id, message_id)
+            await set_progress_message(self.bot.db, job_id, message_id)
         except Exception:
             log.exception("job %s: could not store the progress message id", job_id)
 
@@ -333,7 +332,7 @@ class DiscordSink:
         if attach and fitting:
             attached = {f.result.id for f in fitting}
             content, embed = render_job.result_message(outcome, label, attached=attached, cap=cap)
-            files = [discord.File(f.path, filename=Path(f.path).name) for f in fitting]  # type: ignore[arg-type]
+            files = [discord.File(path, filename=path.name) for f in fitting if (path := f.path) is not None]
             try:
                 return await target.send(content=content, embed=embed, files=files,
                                          allowed_mentions=mentions, **extra)

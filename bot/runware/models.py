@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 FrameName = Literal["first", "last"]
 SafetyMode = Literal["none", "fast", "full"]
+OutputFormat = Literal["MP4", "WEBM", "MOV"]
 
 
 def new_task_uuid() -> str:
@@ -61,7 +62,7 @@ class VideoInferenceTask(_Wire):
     duration: int
     cfg_scale: float | None = Field(None, serialization_alias="CFGScale")
     number_results: int = Field(1, serialization_alias="numberResults")
-    output_format: Literal["MP4", "WEBM", "MOV"] = Field("MP4", serialization_alias="outputFormat")
+    output_format: OutputFormat = Field("MP4", serialization_alias="outputFormat")
     output_quality: int | None = Field(None, serialization_alias="outputQuality")
     frame_images: tuple[FrameImage, ...] = ()
     ttl: int

@@ -16,7 +16,7 @@ from bot.db.records import JobRecord
 from bot.download import DownloadError, download_to_file
 from bot.services.clock import Clock
 from bot.services.jobs import JobStore
-from bot.services.progress import JobSink, Outcome, ResultFile, sink_handles
+from bot.services.sink import JobSink, Outcome, ResultFile
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Deliverer:
         pending = [
             job
             for job in await unnotified_jobs(self.db, PENDING_SCAN)
-            if sink_handles(self.sink, job) and now >= self._failures.get(job.id, (0, 0.0))[1]
+            if self.sink.handles(job) and now >= self._failures.get(job.id, (0, 0.0))[1]
         ]
         # Channels are delivered side by side, each in job order: one busy channel (paced by
         # Discord's per-channel limit) must not hold up the results of every other channel.

@@ -32,9 +32,9 @@ from bot.services.clock import Clock, SystemClock
 from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
 from bot.services.poller import Poller
-from bot.services.progress import JobSink
 from bot.services.quotas import RUNWARE_PAUSE_KEY, RUNWARE_PAUSED_MESSAGE, Member, Quotas
 from bot.services.reporter import ProgressReporter
+from bot.services.sink import JobSink
 from bot.services.webhooks import WebhookReceiver, webhook_settings
 
 log = logging.getLogger(__name__)
@@ -266,14 +266,12 @@ class Engine:
             return
         self._alerted_at = now
         log.error("Runware refused the request (%s); generation paused", exc.code)
-        alert = getattr(self.sink, "alert", None)
-        if alert is not None:
-            what = "the API key was rejected" if isinstance(exc, AuthError) else "the account balance is exhausted"
-            try:
-                await alert(f"Runware refused requests ({what}, code {exc.code}). Generation is paused; "
-                            "queued jobs wait and resume by themselves once Runware accepts work again.")
-            except Exception:
-                log.exception("could not alert the operator")
+        what = "the API key was rejected" if isinstance(exc, AuthError) else "the account balance is exhausted"
+        try:
+            await self.sink.alert(f"Runware refused requests ({what}, code {exc.code}). Generation is paused; "
+                                  "queued jobs wait and resume by themselves once Runware accepts work again.")
+        except Exception:
+            log.exception("could not alert the operator")
 
     async def probe_runware(self) -> bool:
         """While generation is paused by a 401/402: one cheap authenticated call. True (and the

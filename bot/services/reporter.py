@@ -13,7 +13,7 @@ from bot.db.jobs import active_job_states, get_jobs, recent_durations, set_progr
 from bot.db.records import JobRecord
 from bot.services import queue
 from bot.services.clock import Clock
-from bot.services.progress import JobSink, ProgressUpdate, sink_handles
+from bot.services.sink import JobSink, ProgressUpdate, phase_of
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +72,16 @@ class ProgressReporter:
         for count, job in enumerate(jobs, start=1):
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # rendering hundreds of embeds must not hold the loop
-            phase = job.state
-            if phase not in ("queued", "submitted", "processing") or job.task_uuid in uploading:
+            phase = phase_of(job.state)
+            if phase is None or job.task_uuid in uploading:
                 continue  # finished since the scan, or not created yet as far as the member knows
             self._last_report[job.id] = (phase, now)
-            if not sink_handles(self.sink, job):
+            if not self.sink.handles(job):
                 continue  # another process's job: its own sink shows it
             started = job.submitted_at if phase != "queued" and job.submitted_at else job.created_at
             update = ProgressUpdate(
                 job=job,
-                phase=phase,  # type: ignore[arg-type]
+                phase=phase,
                 elapsed_s=max(0.0, now - started),
                 queue_position=positions.get(job.id) if phase == "queued" else None,
                 estimate_s=await self._estimate(job),

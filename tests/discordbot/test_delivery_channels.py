@@ -31,6 +31,9 @@ class GatedSink:
         self.posted: list[int] = []
         self.fast_posted = asyncio.Event()
 
+    def handles(self, job):
+        return True
+
     def download_cap(self, job):
         return 50 * 1024 * 1024
 
@@ -47,6 +50,9 @@ class GatedSink:
         if outcome.job.channel_id == FAST:
             self.fast_posted.set()
         return 1000 + outcome.job.id
+
+    async def alert(self, text):
+        raise AssertionError(f"unexpected operator alert: {text}")
 
 
 async def test_a_slow_channel_does_not_hold_up_another(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.services.progress import ProgressUpdate
+from bot.services.sink import ProgressUpdate
 from tests.fakes.world import eventually, started_world
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot.db.records import JobRecord, ResultRecord
 from bot.discordbot import render_job
-from bot.services.progress import Outcome, ProgressUpdate, ResultFile
+from bot.services.sink import Outcome, ProgressUpdate, ResultFile
 
 T0 = 1_700_000_000.0
 

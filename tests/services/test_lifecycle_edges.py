@@ -22,8 +22,8 @@ from bot.runware.client import RunwareClient
 from bot.runware.models import TaskStatus, parse_video_item
 from bot.services.clock import FixedClock
 from bot.services.engine import Engine
-from bot.services.progress import Outcome
 from bot.services.quotas import Member
+from bot.services.sink import Outcome
 from bot.simulator.server import Simulator
 
 SIM_KEY = "review-key"

@@ -28,8 +28,8 @@ from bot.errors import UserFacingError
 from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
-from bot.services.progress import Outcome, ProgressUpdate
 from bot.services.quotas import Member
+from bot.services.sink import Outcome, ProgressUpdate
 from bot.services.webhooks import MAX_BODY_BYTES, statuses_from_body, webhook_settings
 from bot.simulator.server import Simulator
 

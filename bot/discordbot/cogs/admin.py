@@ -18,11 +18,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot.db.connection import Database
 from bot.discordbot import render_admin
+from bot.discordbot.app import KlingBot
 from bot.discordbot.cogs import admin_guild, admin_members  # the two halves of the command tree
 from bot.discordbot.pacer import ROUTINE
 from bot.discordbot.permissions import is_moderator
-from bot.errors import NotPermitted, UserFacingError
+from bot.errors import NotPermitted
 from bot.services.moderation import BudgetWarning, Change, Moderation
 from bot.services.usage import Usage
 
@@ -33,7 +35,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 REFUSAL = ("Only moderators can use /genadmin: it needs the Manage Server permission or this "
            "server's moderator role.")
 class AdminCog(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
         self._mod: Moderation | None = None
         self._usage: Usage | None = None
@@ -46,7 +48,7 @@ class AdminCog(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.group, override=True)
-        if getattr(self.bot, "db", None) is not None:  # not when only registering commands
+        if self.bot.db is not None:  # not when only registering commands
             self.budget_loop.start()
 
     async def cog_unload(self) -> None:
@@ -55,22 +57,19 @@ class AdminCog(commands.Cog):
 
     # ---- services --------------------------------------------------------------------------------
 
-    def _db(self) -> Any:
-        db = getattr(self.bot, "db", None)
-        if db is None or not getattr(self.bot, "accepting_commands", False):
-            raise UserFacingError("The bot is restarting; please try again in a minute.")
-        return db
+    def _db(self) -> Database:
+        return self.bot.running().db
 
     @property
     def mod(self) -> Moderation:
         if self._mod is None:
-            self._mod = Moderation(self._db(), self.bot.cfg, getattr(self.bot, "clock", None))
+            self._mod = Moderation(self._db(), self.bot.cfg, self.bot.clock)
         return self._mod
 
     @property
     def usage(self) -> Usage:
         if self._usage is None:
-            self._usage = Usage(self._db(), self.bot.cfg, getattr(self.bot, "clock", None))
+            self._usage = Usage(self._db(), self.bot.cfg, self.bot.clock)
         return self._usage
 
     # ---- what every handler does -----------------------------------------------------------------
@@ -105,7 +104,7 @@ class AdminCog(commands.Cog):
         async def send() -> discord.Message:
             return await channel.send(content=text, allowed_mentions=NO_MENTIONS)
 
-        sink = getattr(self.bot, "sink", None)
+        sink = self.bot.sink
         try:
             future = (sink.pacer.submit(channel_id, send, priority=ROUTINE) if sink is not None
                       else asyncio.ensure_future(send()))
@@ -127,7 +126,7 @@ class AdminCog(commands.Cog):
 
     @tasks.loop(seconds=BUDGET_CHECK_S)
     async def budget_loop(self) -> None:
-        if self.bot.is_closed() or not getattr(self.bot, "accepting_commands", False):
+        if self.bot.is_closed() or not self.bot.accepting_commands:
             return
         try:
             await self.post_budget_warnings()
@@ -147,5 +146,5 @@ def _log_post_failure(future: "asyncio.Future[Any]", channel_id: int) -> None:
         log.warning("could not post in log channel %s: %r", channel_id, exc)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: KlingBot) -> None:
     await bot.add_cog(AdminCog(bot))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord.ext import commands
@@ -22,15 +22,13 @@ from bot.db.jobs import get_job, results_for_job
 from bot.db.money import job_money
 from bot.db.records import ACTIVE_STATES, JobRecord
 from bot.discordbot import render_job
+from bot.discordbot.app import RESTARTING, KlingBot
 from bot.discordbot.cogs.errors import report_error
 from bot.discordbot.interactions import PROGRESS_LINK_WAIT_S, member_of, missing_permissions
 from bot.discordbot.permissions import is_moderator
 from bot.discordbot.render_member import details_embed
 from bot.errors import NotPermitted, UserFacingError
-from bot.services.progress import ProgressUpdate
-
-if TYPE_CHECKING:
-    from bot.discordbot.app import KlingBot
+from bot.services.sink import ProgressUpdate, phase_of
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +74,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
         cog = interaction.client.get_cog(COG_NAME)
         try:
             if not isinstance(cog, ButtonsCog):
-                raise UserFacingError("The bot is restarting; please try again in a minute.")
+                raise UserFacingError(RESTARTING)
             await cog.handle(self.action, interaction, self.job_id)
         except Exception as exc:  # noqa: BLE001 - every failure is shown to the member (or logged as a bug)
             await report_error(interaction, exc)
@@ -97,11 +95,6 @@ def components_for(job: JobRecord, stage: str) -> discord.ui.View | None:
 
 # ---- helpers the member commands share -------------------------------------------------------------
 
-def ensure_ready(bot: KlingBot) -> None:
-    if not bot.accepting_commands or bot.engine is None or bot.db is None:
-        raise UserFacingError("The bot is restarting; please try again in a minute.")
-
-
 def model_label(bot: KlingBot, job: JobRecord) -> str:
     spec = bot.cfg.models.get(job.model_key)
     return spec.label if spec else job.model_key
@@ -109,8 +102,7 @@ def model_label(bot: KlingBot, job: JobRecord) -> str:
 
 async def job_here(bot: KlingBot, interaction: discord.Interaction, job_id: int) -> JobRecord:
     """The job, when it belongs to this server (in DMs: to this member)."""
-    assert bot.engine is not None
-    job = await get_job(bot.engine.db, job_id)
+    job = await get_job(bot.running().db, job_id)
     if job is not None:
         if interaction.guild_id is not None and job.guild_id == interaction.guild_id:
             return job
@@ -123,8 +115,7 @@ async def owner_or_moderator(bot: KlingBot, interaction: discord.Interaction, jo
     """True for the job's owner or a moderator (False for anyone else)."""
     if job.user_id == interaction.user.id:
         return True
-    assert bot.db is not None
-    return await is_moderator(bot.db, interaction)
+    return await is_moderator(bot.running().db, interaction)
 
 
 def _ephemeral_text(interaction: discord.Interaction, text: str) -> Any:
@@ -170,8 +161,7 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
             await interaction.response.defer()  # acknowledged, nothing else happens
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        ensure_ready(bot)
-        assert bot.engine is not None and bot.sink is not None
+        live = bot.running()
         if interaction.guild_id is None and not bot.cfg.discord.allow_dms:
             raise NotPermitted("Re-roll works in a server channel, not in direct messages.")
         if interaction.channel_id is None:
@@ -182,10 +172,10 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
                 raise NotPermitted(f"I cannot post a video in this channel: I am missing the "
                                    f"{', '.join(missing)} permission(s) here.")
         await job_here(bot, interaction, job_id)
-        job = await bot.engine.reroll(job_id, member_of(interaction), channel_id=interaction.channel_id,
-                                      upload_limit=interaction.filesize_limit or None)
+        job = await live.engine.reroll(job_id, member_of(interaction), channel_id=interaction.channel_id,
+                                       upload_limit=interaction.filesize_limit or None)
         log.info("job %s re-rolled as job %s by user %s", job_id, job.id, interaction.user.id)
-        message_id = await bot.sink.wait_progress_message(job.id, PROGRESS_LINK_WAIT_S)
+        message_id = await live.sink.wait_progress_message(job.id, PROGRESS_LINK_WAIT_S)
         where = (f"Progress: {render_job.jump_url(job.guild_id, job.channel_id, message_id)}" if message_id
                  else f"Progress will appear in <#{job.channel_id}>.")
         await _ephemeral_text(interaction, (
@@ -197,10 +187,8 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
 
     async def details(self, interaction: discord.Interaction, job_id: int) -> None:
         bot = self.bot
-        ensure_ready(bot)
-        assert bot.engine is not None
+        db = bot.running().db
         job = await job_here(bot, interaction, job_id)
-        db = bot.engine.db
         results, money = await results_for_job(db, job.id), await job_money(db, job.id)
         embed = details_embed(job, results, money, model_label(bot, job))
         await interaction.response.send_message(embed=embed, ephemeral=True,
@@ -210,7 +198,6 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
 
     async def delete(self, interaction: discord.Interaction, job_id: int) -> None:
         bot = self.bot
-        ensure_ready(bot)
         job = await job_here(bot, interaction, job_id)
         if not await owner_or_moderator(bot, interaction, job):
             raise NotPermitted(f"Only <@{job.user_id}>, who made job #{job.id}, or a moderator can "
@@ -230,24 +217,23 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
 
     async def cancel(self, interaction: discord.Interaction, job_id: int) -> None:
         bot = self.bot
-        ensure_ready(bot)
-        assert bot.engine is not None and bot.sink is not None
+        live = bot.running()
         job = await job_here(bot, interaction, job_id)
         allowed = await owner_or_moderator(bot, interaction, job)
         if not allowed:
             raise NotPermitted(f"Only <@{job.user_id}>, who started job #{job.id}, or a moderator can "
                                "cancel it.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        outcome = await bot.engine.cancel(job_id, member_of(interaction), is_moderator=allowed)
+        outcome = await live.engine.cancel(job_id, member_of(interaction), is_moderator=allowed)
         log.info("job %s: cancel asked by user %s (now %s)", job_id, interaction.user.id, outcome.job.state)
         updated = outcome.job
-        if updated.state in ACTIVE_STATES:
+        phase = phase_of(updated.state)
+        if phase is not None:
             # At Runware: the progress message says "Cancelling…" (and loses its button) now rather
             # than at the engine's next progress round; the final line comes when the cost settles.
-            phase = updated.state
-            await bot.sink.progress(ProgressUpdate(job=updated, phase=phase, elapsed_s=0.0))  # type: ignore[arg-type]
+            await live.sink.progress(ProgressUpdate(job=updated, phase=phase, elapsed_s=0.0))
         await _ephemeral_text(interaction, outcome.message)
 
 
-async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(ButtonsCog(bot))  # type: ignore[arg-type]
+async def setup(bot: KlingBot) -> None:
+    await bot.add_cog(ButtonsCog(bot))

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import UserFacingError
+
+if TYPE_CHECKING:
+    from bot.discordbot.app import KlingBot
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +99,16 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
 
 
 class ErrorsCog(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
-        self._previous = None
+        self._previous = bot.tree.on_error
 
     async def cog_load(self) -> None:
-        tree = self.bot.tree
-        self._previous = tree.on_error
-        tree.on_error = report_error  # type: ignore[method-assign]
-        self.bot.report_error = report_error  # type: ignore[attr-defined]
+        self.bot.tree.error(report_error)
 
     async def cog_unload(self) -> None:
-        if self._previous is not None:
-            self.bot.tree.on_error = self._previous  # type: ignore[method-assign]
+        self.bot.tree.error(self._previous)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: KlingBot) -> None:
     await bot.add_cog(ErrorsCog(bot))

@@ -18,7 +18,8 @@ from discord.ext import commands
 from bot.db.jobs import member_jobs, results_for_job
 from bot.db.money import job_money
 from bot.db.records import ACTIVE_STATES, ResultRecord
-from bot.discordbot.cogs.buttons import components_for, ensure_ready, job_here, model_label, owner_or_moderator
+from bot.discordbot.app import KlingBot
+from bot.discordbot.cogs.buttons import components_for, job_here, model_label, owner_or_moderator
 from bot.discordbot.interactions import member_of
 from bot.discordbot.render_member import HISTORY_MAX, RepostItem, history_embed, job_message, quota_embed
 from bot.errors import NotPermitted
@@ -34,7 +35,7 @@ JOB_ID_MAX = 2**53  # Discord's largest integer option
 _NO_MENTIONS = discord.AllowedMentions.none()
 
 
-def refuse_dm(bot, interaction: discord.Interaction) -> None:
+def refuse_dm(bot: KlingBot, interaction: discord.Interaction) -> None:
     """guild_only only shapes the registration: a DM interaction can still arrive."""
     if interaction.guild_id is None and not bot.cfg.discord.allow_dms:
         raise NotPermitted("This command works in a server channel, not in direct messages.")
@@ -42,12 +43,12 @@ def refuse_dm(bot, interaction: discord.Interaction) -> None:
 
 # ---- /quota --------------------------------------------------------------------------------------
 
-async def show_quota(bot, interaction: discord.Interaction) -> None:
+async def show_quota(bot: KlingBot, interaction: discord.Interaction) -> None:
     refuse_dm(bot, interaction)
-    ensure_ready(bot)
+    live = bot.running()
     member = member_of(interaction)
-    usage = await bot.engine.quotas.usage(member)
-    recent = await member_jobs(bot.engine.db, member.guild_id, member.user_id, IN_FLIGHT_SCAN)
+    usage = await live.engine.quotas.usage(member)
+    recent = await member_jobs(live.db, member.guild_id, member.user_id, IN_FLIGHT_SCAN)
     flying = [j for j in recent if j.state in ACTIVE_STATES and not j.cancel_requested]
     flying.reverse()  # oldest first
     await interaction.response.send_message(embed=quota_embed(usage, flying), ephemeral=True,
@@ -56,13 +57,13 @@ async def show_quota(bot, interaction: discord.Interaction) -> None:
 
 # ---- /history ------------------------------------------------------------------------------------
 
-async def show_history(bot, interaction: discord.Interaction, count: int) -> None:
+async def show_history(bot: KlingBot, interaction: discord.Interaction, count: int) -> None:
     refuse_dm(bot, interaction)
-    ensure_ready(bot)
+    live = bot.running()
     count = max(1, min(HISTORY_MAX, count))
     member = member_of(interaction)
-    jobs = await member_jobs(bot.engine.db, member.guild_id, member.user_id, count)
-    rows = [(job, await job_money(bot.engine.db, job.id)) for job in jobs]
+    jobs = await member_jobs(live.db, member.guild_id, member.user_id, count)
+    rows = [(job, await job_money(live.db, job.id)) for job in jobs]
     await interaction.response.send_message(embed=history_embed(rows), ephemeral=True,
                                             allowed_mentions=_NO_MENTIONS)
 
@@ -94,27 +95,27 @@ def repost_items(results: list[ResultRecord], *, cap: int, ttl_s: float, fallbac
     return items
 
 
-async def show_job(bot, interaction: discord.Interaction, job_id: int) -> None:
+async def show_job(bot: KlingBot, interaction: discord.Interaction, job_id: int) -> None:
     refuse_dm(bot, interaction)
-    ensure_ready(bot)
+    live = bot.running()
     job = await job_here(bot, interaction, job_id)
     if not await owner_or_moderator(bot, interaction, job):
         raise NotPermitted("You can only look at your own jobs; moderators can look at anyone's.")
-    results = await results_for_job(bot.engine.db, job.id)
-    money = await job_money(bot.engine.db, job.id)
+    results = await results_for_job(live.db, job.id)
+    money = await job_money(live.db, job.id)
     repost = job.state == "succeeded" and any(not r.nsfw for r in results)
     # A public re-post of the videos; anything else (still running, failed) is for the asker only.
     await interaction.response.defer(ephemeral=not repost, thinking=True)
     cap = int(interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT)
     ttl = float(bot.cfg.runware.output_ttl_s)
-    now = bot.engine.clock.now()
+    now = live.engine.clock.now()
     label = model_label(bot, job)
     view = components_for(job, "result") if repost else None
     items = repost_items(results, cap=cap, ttl_s=ttl, fallback_created=job.created_at, attach=repost)
     if any(i.attached for i in items):
         content, embed = job_message(job, money, label, items, now=now)
-        files = [discord.File(i.result.local_path, filename=Path(i.result.local_path).name)  # type: ignore[arg-type]
-                 for i in items if i.attached]
+        files = [discord.File(path, filename=Path(path).name)
+                 for i in items if i.attached and (path := i.result.local_path) is not None]
         try:
             await interaction.edit_original_response(content=content, embed=embed, attachments=files,
                                                      view=view, allowed_mentions=_NO_MENTIONS)
@@ -134,7 +135,7 @@ async def show_job(bot, interaction: discord.Interaction, job_id: int) -> None:
 
 # ---- the commands --------------------------------------------------------------------------------
 
-def build_member_commands(bot: commands.Bot) -> list[app_commands.Command]:
+def build_member_commands(bot: KlingBot) -> list[app_commands.Command]:
     async def quota(interaction: discord.Interaction) -> None:
         await show_quota(bot, interaction)
 
@@ -155,13 +156,13 @@ def build_member_commands(bot: commands.Bot) -> list[app_commands.Command]:
         app_commands.Command(name="job", callback=job,
                              description="Show one job again and re-post its videos"),
     ]
-    if not bot.cfg.discord.allow_dms:  # type: ignore[attr-defined]
+    if not bot.cfg.discord.allow_dms:
         built = [app_commands.guild_only(c) for c in built]
     return built
 
 
 class MemberCog(commands.Cog, name="Member"):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
         self.commands_ = build_member_commands(bot)
 
@@ -174,5 +175,5 @@ class MemberCog(commands.Cog, name="Member"):
             self.bot.tree.remove_command(command.name)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: KlingBot) -> None:
     await bot.add_cog(MemberCog(bot))

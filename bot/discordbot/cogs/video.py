@@ -11,6 +11,7 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 
 from bot.config import ASPECTS, OUTPUT_FORMATS
+from bot.discordbot.app import KlingBot
 from bot.discordbot.interactions import VideoOptions, handle_video
 from bot.requests import (
     CFG_MAX,
@@ -40,8 +41,8 @@ DESCRIPTIONS = {
 }
 
 
-def build_video_command(bot: commands.Bot) -> app_commands.Command:
-    cfg = bot.cfg  # type: ignore[attr-defined]
+def build_video_command(bot: KlingBot) -> app_commands.Command:
+    cfg = bot.cfg
     model_choices = [Choice(name=spec.label[:100], value=key) for key, spec in cfg.models.items()][:25]
     durations = sorted({d for spec in cfg.models.values() for d in spec.durations})[:25]
 
@@ -66,7 +67,7 @@ def build_video_command(bot: commands.Bot) -> app_commands.Command:
             aspect=aspect, negative_prompt=negative_prompt, cfg_scale=cfg_scale, variations=variations,
             format=format, quality=quality,
         )
-        await handle_video(bot, interaction, options)  # type: ignore[arg-type]
+        await handle_video(bot, interaction, options)
 
     video = app_commands.choices(
         model=model_choices,
@@ -82,7 +83,7 @@ def build_video_command(bot: commands.Bot) -> app_commands.Command:
 
 
 class VideoCog(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
         self.command = build_video_command(bot)
 
@@ -93,5 +94,5 @@ class VideoCog(commands.Cog):
         self.bot.tree.remove_command(self.command.name)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: KlingBot) -> None:
     await bot.add_cog(VideoCog(bot))

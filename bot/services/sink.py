@@ -1,5 +1,6 @@
-"""The small interface through which services report a job's life. The Discord layer and the
-terminal each implement it; services never import discord.
+"""The sink protocol: the interface through which services report a job's life, and what it
+carries. The Discord package (DiscordSink) and the terminal (cli TerminalSink) each implement it;
+services never import discord.
 
 One sink serves every job: after a restart the engine rebuilds everything from the database, so a
 sink must work from the job record alone (channel id, progress message id), never from memory."""
@@ -55,15 +56,24 @@ class DeliveryFailed(Exception):
     """The sink could not deliver now; the engine tries again on a later tick."""
 
 
-def sink_handles(sink: object, job: JobRecord) -> bool:
-    """Whether ``sink`` posts this job's progress and final message. The terminal and a running bot
-    may share one database: each engine submits and polls any job, but only the sink a job came from
-    shows it (a sink without ``handles(job)`` takes every job)."""
-    handles = getattr(sink, "handles", None)
-    return True if handles is None else bool(handles(job))
+_PHASES: dict[str, Phase] = {"queued": "queued", "submitted": "submitted", "processing": "processing"}
+
+
+def phase_of(state: str) -> Phase | None:
+    """The progress phase of a job in ``state``; None once it left Runware's hands (final)."""
+    return _PHASES.get(state)
 
 
 class JobSink(Protocol):
+    """What a face (the Discord bot, the terminal) gives the engine. One sink serves every job.
+
+    The terminal and a running bot may share one database: each engine submits and polls any job,
+    but only the sink a job came from shows it (``handles``)."""
+
+    def handles(self, job: JobRecord) -> bool:
+        """Whether this sink shows this job's progress and posts its final message."""
+        ...
+
     def download_cap(self, job: JobRecord) -> int:
         """Largest file (bytes) the sink can hand over for this job; larger results are linked."""
         ...
@@ -80,4 +90,8 @@ class JobSink(Protocol):
     async def deliver(self, outcome: Outcome) -> int | None:
         """Post the final message (results or failure notice). Returns its id. Raise DeliveryFailed
         to be called again later; any other exception is logged and retried too."""
+        ...
+
+    async def alert(self, text: str) -> None:
+        """Tell the operator something needs them (Runware refused the key or the balance)."""
         ...
