@@ -142,8 +142,8 @@ async def test_a_401_mid_run_pauses_alerts_and_recovers(world: BotWorld) -> None
     db = w.bot.engine.db
     await eventually(lambda: _is_none(kv_get(db, RUNWARE_PAUSE_KEY)))  # a probe finds the key works again
     await queued(w, "after the fix", 2)
+    await w.wait_submitted(2)  # at Runware first: finish_all() only finishes the tasks it has
     w.sim.finish_all()
-    await w.wait_submitted(2)
     await w.wait_notified(2)
     assert len(w.fake.messages(OPS_CHANNEL)) == 1  # alerted once
     assert await money(w) == [(1, "reserve", PRICE_5S), (1, "settle", PRICE_5S),
