@@ -145,6 +145,17 @@ class RunwareConfig(_Section):
 
 class StorageConfig(_Section):
     path: str = "data/klingbot.sqlite3"
+    # A secret (it may carry a password): never printed; KLINGBOT_DATABASE_URL overrides it.
+    url: SecretStr = SecretStr("")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        if text and not text.lower().startswith(("postgresql://", "postgres://")):
+            # The value is not echoed: it may hold a password.
+            raise ValueError('expected "" (SQLite at storage.path) or a "postgresql://user@host:5432/db" URL')
+        return SecretStr(text)
 
 
 class LimitsConfig(_Section):
@@ -246,6 +257,7 @@ class Secrets(BaseModel):
     discord_token: SecretStr | None = None
     runware_api_key: SecretStr | None = None
     runware_webhook_secret: SecretStr | None = None
+    database_url: SecretStr | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Secrets:
@@ -259,6 +271,7 @@ class Secrets(BaseModel):
             discord_token=get("DISCORD_TOKEN"),
             runware_api_key=get("RUNWARE_API_KEY"),
             runware_webhook_secret=get("RUNWARE_WEBHOOK_SECRET"),
+            database_url=get("KLINGBOT_DATABASE_URL"),
         )
 
 
@@ -285,6 +298,17 @@ class Config(BaseModel):
 
     def model(self, key: str) -> ModelSpec:
         return self.models[key]
+
+    @property
+    def database(self) -> str | SecretStr:
+        """Where the database is, for ``open_database``: the PostgreSQL URL (KLINGBOT_DATABASE_URL, else
+        storage.url), kept secret; else the SQLite file at storage.path."""
+        url = self.secrets.database_url or self.storage.url
+        return url if url.get_secret_value() else self.storage.path
+
+    @property
+    def uses_postgres(self) -> bool:
+        return not isinstance(self.database, str)
 
     def with_overrides(self, **sections: Any) -> Config:
         """A copy with some fields replaced (used by --sandbox and tests)."""
@@ -314,6 +338,9 @@ def resolve_config_path(cli_path: str | os.PathLike[str] | None, env: dict[str, 
     return Path(DEFAULT_CONFIG_PATH)
 
 
+SECRET_KEYS = frozenset({"storage.url"})  # config keys whose value an error never repeats
+
+
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     # pydantic adds the validator's function name for Annotated validators; keep real keys only.
@@ -332,6 +359,8 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
         return f"unknown key {key!r}"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
+    if key in SECRET_KEYS:
+        return f"{key} (value not shown: it may hold a password): {msg}"
     return f"{key} = {value!r}: {msg}"
 
 

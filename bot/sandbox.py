@@ -24,8 +24,11 @@ def sandbox_config(cfg: Config, simulator_url: str) -> Config:
             "webhook_public_url": "",
         }
     )
-    storage = cfg.storage.model_copy(update={"path": sandbox_db_path(cfg.storage.path)})
-    return cfg.model_copy(update={"runware": runware, "storage": storage})
+    # Always a SQLite file beside storage.path, also when PostgreSQL is configured: sandbox jobs never
+    # count against real quotas or usage.
+    storage = cfg.storage.model_copy(update={"path": sandbox_db_path(cfg.storage.path), "url": SecretStr("")})
+    secrets = cfg.secrets.model_copy(update={"database_url": None})
+    return cfg.model_copy(update={"runware": runware, "storage": storage, "secrets": secrets})
 
 
 def sandbox_key() -> SecretStr:

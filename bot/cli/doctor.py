@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 
 from bot.config import Config, ConfigError, load_config, resolve_config_path
 from bot.db import open_database
-from bot.db.connection import Conn, load_migrations
+from bot.db.connection import Conn, describe_location, load_migrations
 from bot.discordbot.invite import INVITE_PERMISSIONS, invite_url
 from bot.errors import UserFacingError
 from bot.runware.client import RunwareClient
@@ -60,7 +61,8 @@ def check_config(doc: Doctor, path_arg: str | None) -> Config | None:
         doc.fail("config", str(exc))
         return None
     secrets = cfg.secrets
-    doc.add_secrets([secrets.discord_token, secrets.runware_api_key, secrets.runware_webhook_secret])
+    doc.add_secrets([secrets.discord_token, secrets.runware_api_key, secrets.runware_webhook_secret,
+                     secrets.database_url, cfg.storage.url])
     if cfg.source == "(defaults)":
         doc.ok("config", f"no file at {file}: using the defaults")
     else:
@@ -69,14 +71,20 @@ def check_config(doc: Doctor, path_arg: str | None) -> Config | None:
 
 
 def _take_write_lock(conn: Conn) -> None:
-    """Nothing to do: run_tx's BEGIN IMMEDIATE ... COMMIT around it proves the file is writable."""
+    """Writes and rolls back: run_tx's BEGIN ... ROLLBACK around it proves the database is writable."""
+    conn.execute("INSERT INTO kv (key, value) VALUES ('doctor:write-check', '') ON CONFLICT (key) DO NOTHING")
+    raise _WriteChecked
+
+
+class _WriteChecked(Exception):
+    """Raised after the write check's statement to roll it back."""
 
 
 async def check_database(doc: Doctor, cfg: Config) -> None:
-    path = Path(cfg.storage.path)
-    existed = path.is_file()
+    path = describe_location(cfg.database)
+    existed = cfg.uses_postgres or Path(path).is_file()  # a PostgreSQL database is never created here
     try:
-        db = await open_database(path)
+        db = await open_database(cfg.database)
     except Exception as exc:
         doc.fail("database", f"cannot open {path}: {type(exc).__name__}: {exc}")
         return
@@ -87,7 +95,8 @@ async def check_database(doc: Doctor, cfg: Config) -> None:
             doc.fail("database", f"{path} has schema version {version}, this klingbot knows {latest} "
                                  "(was it made by a newer klingbot?)")
             return
-        await db.run_tx(_take_write_lock)
+        with contextlib.suppress(_WriteChecked):
+            await db.run_tx(_take_write_lock)
     except Exception as exc:
         doc.fail("database", f"{path} is not writable: {type(exc).__name__}: {exc}")
         return

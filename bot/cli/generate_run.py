@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from bot.cli.generate_request import resolve_from_args
 from bot.config import Config, micro_to_usd
-from bot.db.connection import open_database
+from bot.db import open_database
 from bot.db.jobs import active_jobs, get_job, unnotified_jobs
 from bot.db.money import job_money
 from bot.db.records import JobRecord
@@ -150,7 +150,7 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
         # Webhooks are the running bot's: its receiver holds webhook_listen (and its environment the
         # secret). A terminal run polls, as the bot does when a webhook is lost.
         cfg = cfg.with_overrides(runware=cfg.runware.model_copy(update={"webhook_public_url": ""}))
-        db = await open_database(cfg.storage.path)
+        db = await open_database(cfg.database)
         stack.push_async_callback(db.close)
         client = RunwareClient(
             api_url=cfg.runware.api_url,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bot.config import Config, load_config, micro_to_usd
 from bot.db import Database, open_database
+from bot.db.connection import describe_location
 from bot.db.jobs import jobs_by_state
 from bot.db.kv import read_heartbeat
 from bot.db.money import job_money
@@ -69,7 +70,10 @@ def db_path(cfg: Config) -> Path:
     return Path(cfg.storage.path)
 
 
-def require_db(cfg: Config) -> Path:
+def require_db(cfg: Config) -> Path | None:
+    """The SQLite file, which must exist (None on PostgreSQL: the server tells when connecting)."""
+    if cfg.uses_postgres:
+        return None
     path = db_path(cfg)
     if not path.is_file():
         raise UserFacingError(f"no database at {path} (storage.path in {cfg.source})")
@@ -80,7 +84,7 @@ def require_db(cfg: Config) -> Path:
 async def opened(cfg: Config, *, must_exist: bool = True) -> AsyncIterator[Ops]:
     if must_exist:
         require_db(cfg)
-    db = await open_database(db_path(cfg))
+    db = await open_database(cfg.database)
     try:
         clock = Clock()
         tz = cfg.progress.tz
@@ -128,8 +132,8 @@ async def _heartbeat_age(cfg: Config) -> float | None:
 
 def cmd_health(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    path = db_path(cfg)
-    if not path.is_file():  # never create one: a healthcheck must not invent a database
+    path = describe_location(cfg.database)
+    if not cfg.uses_postgres and not db_path(cfg).is_file():  # a healthcheck must not invent a database
         print(f"unhealthy: no database at {path}")
         return 1
     max_age = args.max_age if getattr(args, "max_age", None) is not None else health_max_age()
@@ -203,6 +207,10 @@ async def _backup(cfg: Config, target: Path) -> None:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if cfg.uses_postgres:
+        print("error: the database is PostgreSQL (storage.url or KLINGBOT_DATABASE_URL): back it up with "
+              "pg_dump, e.g. pg_dump --format=custom --file=klingbot.dump DBNAME", file=sys.stderr)
+        return 1
     source = require_db(cfg)
     target = Path(args.path)
     if target.exists():

@@ -146,7 +146,8 @@ def remove_gen_channel(c: Conn, guild_id: int, channel_id: int) -> bool:
 
 @query
 def list_blocklist(c: Conn, guild_id: int) -> list[str]:
-    rows = c.fetchall("SELECT term FROM blocklist WHERE guild_id = ? ORDER BY term", (guild_id,))
+    # lower(): case-insensitive on both stores (SQLite's column is NOCASE, PostgreSQL's index lower(term))
+    rows = c.fetchall("SELECT term FROM blocklist WHERE guild_id = ? ORDER BY lower(term)", (guild_id,))
     return [str(r[0]) for r in rows]
 
 
@@ -162,7 +163,7 @@ def add_blocklist_term(c: Conn, guild_id: int, term: str) -> bool:
 @query
 def remove_blocklist_term(c: Conn, guild_id: int, term: str) -> bool:
     rows = c.fetchall(
-        "DELETE FROM blocklist WHERE guild_id = ? AND term = ? RETURNING 1", (guild_id, term)
+        "DELETE FROM blocklist WHERE guild_id = ? AND lower(term) = lower(?) RETURNING 1", (guild_id, term)
     )
     return bool(rows)
 

@@ -6,7 +6,7 @@ once released. Refunds give back to the member's and the guild's totals, not to 
 
 from __future__ import annotations
 
-from bot.db.connection import Conn, query
+from bot.db.connection import NO_LIMIT, Conn, query
 from bot.db.records import JobMoney, LedgerRecord, SpendNumbers
 
 # Counted spend is SUM(effect_micro) (see the ledger table in 001-initial.sql); the member's open
@@ -39,6 +39,22 @@ SELECT
         AS global_spent_day
 FROM member
 """
+
+
+@query
+def lock_spend(c: Conn, guild_id: int, user_id: int, *, bot_wide: bool) -> None:
+    """Serialise the reservations that read, then raise, the same spend: the bot-wide day (when the
+    global ceiling is finite: a sum over every guild), the guild's month and the member's counts.
+    SQLite needs nothing: BEGIN IMMEDIATE already holds its one write lock. PostgreSQL takes advisory
+    locks that last until the transaction ends, always in that order, so two reserves never deadlock;
+    READ COMMITTED then reads the counts as the previous holder committed them."""
+    if c.store != "postgres":
+        return
+    keys = [f"spend:guild:{guild_id}", f"spend:member:{guild_id}:{user_id}"]
+    if bot_wide:
+        keys.insert(0, "spend:bot")
+    for key in keys:
+        c.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
 
 @query
@@ -124,14 +140,15 @@ def ledger_rows(
     user_id: int | None = None,
     kind: str | None = None,
     since_day: str | None = None,
-    limit: int = -1,
+    limit: int | None = None,
 ) -> list[LedgerRecord]:
     rows = c.fetchall(
         """SELECT * FROM ledger
            WHERE (:g IS NULL OR guild_id = :g) AND (:u IS NULL OR user_id = :u)
                AND (:kind IS NULL OR kind = :kind) AND (:since IS NULL OR day >= :since)
            ORDER BY id LIMIT :limit""",
-        {"g": guild_id, "u": user_id, "kind": kind, "since": since_day, "limit": limit},
+        {"g": guild_id, "u": user_id, "kind": kind, "since": since_day,
+         "limit": NO_LIMIT if limit is None or limit < 0 else limit},
     )
     return [LedgerRecord.from_row(r) for r in rows]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.db.connection import Conn, query
+from bot.db.connection import NO_LIMIT, Conn, query
 
 # Round-robin by member: every member's 1st waiting job comes before anyone's 2nd (rn); within a
 # round the member whose last submission (claimed_at) is oldest goes first, never-submitted members
@@ -23,6 +23,14 @@ ORDER BY c.rn,
          c.first_id
 LIMIT :limit
 """
+
+
+@query
+def lock_queue(c: Conn) -> None:
+    """Serialise taking jobs from the queue (count in flight, then claim) across processes: SQLite's
+    BEGIN IMMEDIATE already does; PostgreSQL takes an advisory lock until the transaction ends."""
+    if c.store == "postgres":
+        c.execute("SELECT pg_advisory_xact_lock(hashtextextended('queue', 0))")
 
 
 @query
@@ -49,7 +57,7 @@ def next_in_queue(c: Conn, run_id: str, stale_before: float, limit: int) -> list
 @query
 def queue_order(c: Conn) -> list[int]:
     """Every waiting job in fair order (claimed or not), for queue positions."""
-    rows = c.fetchall(_ORDER, {"run": None, "stale": None, "limit": -1})
+    rows = c.fetchall(_ORDER, {"run": None, "stale": None, "limit": NO_LIMIT})
     return [int(r[0]) for r in rows]
 
 

@@ -26,7 +26,7 @@ from discord.ext import commands
 from pydantic import SecretStr
 
 from bot.config import Config
-from bot.db.connection import Database, open_database
+from bot.db import Database, open_database
 from bot.db.kv import kv_get, kv_set
 from bot.discordbot.endpoints import point_discord_at
 from bot.discordbot.pacer import ChannelPacer
@@ -127,7 +127,7 @@ class KlingBot(commands.Bot):
         cfg = self.cfg
         if self.runware_api_key is None:
             raise UserFacingError("RUNWARE_API_KEY is not set (or run with --sandbox).")
-        self.db = await open_database(cfg.storage.path)
+        self.db = await open_database(cfg.database)
         self.web = httpx.AsyncClient(timeout=httpx.Timeout(cfg.runware.request_timeout_s),
                                      follow_redirects=False)
         self.runware = RunwareClient(

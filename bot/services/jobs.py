@@ -30,7 +30,7 @@ from bot.db.jobs import (
     set_image_uuids,
     unclaim_job,
 )
-from bot.db.money import insert_ledger, job_money
+from bot.db.money import insert_ledger, job_money, lock_spend
 from bot.db.records import ACTIVE_STATES, FINAL_STATES, JobRecord
 from bot.errors import LimitExceeded
 from bot.runware.models import VideoResult
@@ -118,7 +118,8 @@ class JobStore:
         parent_job_id: int | None = None,
         blocklist_text: str | None = None,
     ) -> JobRecord:
-        """Check everything and reserve the estimate in ONE ``BEGIN IMMEDIATE`` transaction, writing the
+        """Check everything and reserve the estimate in ONE write transaction (SQLite: BEGIN IMMEDIATE;
+        PostgreSQL: advisory locks per member, guild and bot, see lock_spend), writing the
         queued job and its reserve row. Raises LimitExceeded / NotPermitted / InvalidInput /
         RunwareUnavailable with nothing written."""
         if variations < 1 or duration_s < 1 or estimate_micro < 0:
@@ -139,6 +140,8 @@ class JobStore:
     def _create(
         self, c: Conn, member: Member, now: float, blocklist_text: str | None, fields: dict[str, Any]
     ) -> JobRecord:
+        lock_spend(c, member.guild_id, member.user_id,
+                   bot_wide=self.quotas.limits.global_daily_micro_usd is not None)
         self._checks(c, member, fields["channel_id"], blocklist_text, fields["estimate_micro"],
                      fields["variations"], now)
         day, month = day_of(now, self.tz), month_of(now, self.tz)

@@ -19,7 +19,7 @@ import uuid
 from bot.db import Conn, Database
 from bot.db.jobs import claim_jobs, finish_job, get_jobs, set_cancelled_by
 from bot.db.money import insert_ledger
-from bot.db.queue import count_in_flight, next_in_queue, queue_order, stale_cancelled_claims
+from bot.db.queue import count_in_flight, lock_queue, next_in_queue, queue_order, stale_cancelled_claims
 from bot.db.records import JobRecord
 
 HOST = socket.gethostname()
@@ -61,6 +61,7 @@ async def next_to_submit(
 
 
 def _take(c: Conn, max_in_flight: int, run_id: str, now: float, stale: float) -> list[JobRecord]:
+    lock_queue(c)
     # A cancel that came while a job was claimed, whose taker never came back: finish it here.
     for job in get_jobs(c, stale_cancelled_claims(c, stale)):
         cancel_queued(c, job, job.cancelled_by or "system", now)

@@ -144,3 +144,25 @@ async def test_webhooks_without_their_secret_fail_like_run_would(tmp_path, world
     assert code == 0, out + err
     assert line_of(out, "webhooks").startswith("OK") and "https://bot.example.com/runware-hook" in out
     assert secret not in out + err
+
+
+async def test_database_check_on_postgres_names_the_server_not_the_password(tmp_path, world, pg_url):
+    sim, fake, key = world
+    password = "pw-" + secrets.token_hex(8)  # carried in the URL; the test server trusts loopback
+    url = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+    code, out, err = await doctor(tmp_path, runware_url=sim.url, discord_url=fake.api_base_url, key=key,
+                                  token=fake.token, extra_env={"KLINGBOT_DATABASE_URL": url})
+    assert code == 0, out + err
+    line = line_of(out, "database")
+    assert line.startswith("OK") and pg_url in line and "writable" in line, out
+    assert not (tmp_path / "db").exists()  # storage.path was not used
+    with socket.socket() as probe:  # the same URL on a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    host_port = pg_url.split("@", 1)[1].split("/", 1)[0]
+    unreachable = url.replace(host_port, f"127.0.0.1:{closed_port}")
+    code, out2, err2 = await doctor(tmp_path, runware_url=sim.url, discord_url=fake.api_base_url, key=key,
+                                    token=fake.token, extra_env={"KLINGBOT_DATABASE_URL": unreachable})
+    assert code == 1
+    assert line_of(out2, "database").startswith("FAIL") and "not answering" in line_of(out2, "database")
+    assert password not in out + err + out2 + err2

@@ -1,5 +1,6 @@
-"""The database layer: migrations, transactions on a shared connection, and the guarantees the
-schema itself enforces (append-only ledger, exactly-once money rows)."""
+"""The database layer on both stores (``store``: a SQLite file, then a PostgreSQL database):
+migrations, transactions on a shared connection, and the guarantees the schema itself enforces
+(append-only ledger, exactly-once money rows)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import Conn, MigrationError, open_database
+from bot.db import Conn, IntegrityError, MigrationError, open_database
 from bot.db.connection import load_migrations
-from bot.db.guilds import add_blocklist_term, get_guild_settings, update_guild_settings
+from bot.db.guilds import (
+    add_blocklist_term,
+    get_guild_settings,
+    list_blocklist,
+    remove_blocklist_term,
+    update_guild_settings,
+)
 from bot.db.jobs import insert_job, insert_result
 from bot.db.kv import kv_get, kv_set
 from bot.db.money import insert_ledger, ledger_for_job
@@ -101,8 +108,8 @@ def test_migration_files_are_checked(tmp_path):
         load_migrations(folder)
 
 
-async def test_transaction_rolls_back_on_error(tmp_path):
-    db = await open_database(tmp_path / "bot.sqlite3")
+async def test_transaction_rolls_back_on_error(store):
+    db = await open_database(store)
     with pytest.raises(RuntimeError, match="boom"):
         async with db.transaction() as tx:
             await tx.run(kv_set, "a", "1")
@@ -119,8 +126,8 @@ async def test_transaction_rolls_back_on_error(tmp_path):
     await db.close()
 
 
-async def test_run_tx_is_all_or_nothing_in_one_call(tmp_path):
-    db = await open_database(tmp_path / "bot.sqlite3")
+async def test_run_tx_is_all_or_nothing_in_one_call(store):
+    db = await open_database(store)
 
     def write_then_fail(c: Conn) -> None:
         kv_set(c, "a", "1")  # query functions given a Conn run at once, in the database thread
@@ -145,9 +152,9 @@ async def test_run_tx_is_all_or_nothing_in_one_call(tmp_path):
     await db.close()
 
 
-async def test_other_tasks_wait_for_an_open_transaction(tmp_path):
+async def test_other_tasks_wait_for_an_open_transaction(store):
     """A statement from another task must not land inside (and be rolled back with) an open one."""
-    db = await open_database(tmp_path / "bot.sqlite3")
+    db = await open_database(store)
     inside, release = asyncio.Event(), asyncio.Event()
 
     async def failing_transaction() -> None:
@@ -186,42 +193,42 @@ async def _money(db, job_id: int, kind: str, amount: int = 350_000, reserved: in
     )
 
 
-async def test_ledger_is_append_only_and_exactly_once(tmp_path):
-    db = await open_database(tmp_path / "bot.sqlite3")
+async def test_ledger_is_append_only_and_exactly_once(store):
+    db = await open_database(store)
     job_id = await _job(db)
-    with pytest.raises(sqlite3.IntegrityError, match="offset the job's reserve"):
+    with pytest.raises(IntegrityError, match="offset the job's reserve"):
         await _money(db, job_id, "release")  # nothing reserved yet
     assert await _money(db, job_id, "reserve") is not None
     assert await _money(db, job_id, "reserve") is None  # one reserve per job
-    with pytest.raises(sqlite3.IntegrityError, match="offset the job's reserve"):
+    with pytest.raises(IntegrityError, match="offset the job's reserve"):
         await _money(db, job_id, "settle", 300_000, reserved=100_000)  # must undo the real reserve
-    with pytest.raises(sqlite3.IntegrityError, match="settled cost"):
+    with pytest.raises(IntegrityError, match="settled cost"):
         await _money(db, job_id, "refund", 300_000)  # nothing settled yet
     assert await _money(db, job_id, "settle", 300_000) is not None
     assert await _money(db, job_id, "settle", 300_000) is None  # one settle-or-release per job
     assert await _money(db, job_id, "release") is None
-    with pytest.raises(sqlite3.IntegrityError, match="settled cost"):
+    with pytest.raises(IntegrityError, match="settled cost"):
         await _money(db, job_id, "refund", 350_000)  # not what was settled
     assert await _money(db, job_id, "refund", 300_000) is not None
     assert await _money(db, job_id, "refund", 300_000) is None
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         await db.run(Conn.execute, "UPDATE ledger SET amount_micro = 0")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         await db.run(Conn.execute, "DELETE FROM ledger")
-    with pytest.raises(sqlite3.IntegrityError):  # only credits may be negative
+    with pytest.raises(IntegrityError):  # only credits may be negative
         await _money(db, job_id, "reserve", -1)
-    with pytest.raises(sqlite3.IntegrityError):  # foreign keys are on
+    with pytest.raises(IntegrityError):  # foreign keys are on
         await _money(db, 999, "settle")
     assert [r.kind for r in await db.run(ledger_for_job, job_id)] == ["reserve", "settle", "refund"]
     await db.close()
 
 
-async def test_schema_rejects_bad_rows(tmp_path):
-    db = await open_database(tmp_path / "bot.sqlite3")
+async def test_schema_rejects_bad_rows(store):
+    db = await open_database(store)
     job_id = await _job(db)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(IntegrityError):
         await _job(db)  # task_uuid is unique
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(IntegrityError):
         await db.run(Conn.execute, "UPDATE jobs SET state = 'exploded' WHERE id = ?", (job_id,))
     first = await db.run(insert_result, job_id=job_id, video_uuid="v", video_url=None, seed=1, cost_micro=1,
                                   nsfw=False, now=1.0)
@@ -246,3 +253,77 @@ async def test_guild_settings_and_backup(tmp_path):
     with raw(tmp_path / "copy" / "backup.sqlite3") as conn:
         assert conn.execute("SELECT paused, log_channel_id FROM guild_settings").fetchone() == (0, 9)
         assert conn.execute("SELECT term FROM blocklist").fetchall() == [("Gore",)]
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------------
+
+
+async def test_postgres_migrates_an_empty_database_and_reopens(pg_url):
+    db = await open_database(pg_url)
+    assert db.store == "postgres"
+    assert await db.user_version() == load_migrations()[-1].version == len(load_migrations(store="postgres"))
+    rows = await db.run(Conn.fetchall, "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+                        ("public",))
+    assert TABLES <= {r["table_name"] for r in rows}
+    await db.run(kv_set, "command_hash", "abc")
+    await db.close()
+    db = await open_database(pg_url)  # 001 has plain CREATE TABLEs: a clean reopen proves it was skipped
+    assert await db.run(kv_get, "command_hash") == "abc"
+    await db.close()
+
+
+def _pg_migrations_dir(tmp_path: Path, second_pg: str) -> Path:
+    folder = _migrations_dir(
+        tmp_path, "BEGIN IMMEDIATE; CREATE TABLE extra (x INTEGER); PRAGMA user_version = 2; COMMIT;"
+    )
+    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations" / "pg" / "001-initial.sql"
+    (folder / "pg").mkdir(exist_ok=True)
+    shutil.copy(shipped, folder / "pg" / "001-initial.sql")
+    (folder / "pg" / "002-extra.sql").write_text(second_pg)
+    return folder
+
+
+async def test_postgres_failing_migration_leaves_nothing_half_applied(pg_url, tmp_path):
+    broken = _pg_migrations_dir(tmp_path, "CREATE TABLE extra (x INTEGER); INSERT INTO no_such_table VALUES (1);")
+    with pytest.raises(MigrationError, match="002-extra.sql"):
+        await open_database(pg_url, migrations_dir=broken)
+    fixed = _pg_migrations_dir(tmp_path, "CREATE TABLE extra (x INTEGER);")
+    db = await open_database(pg_url, migrations_dir=fixed)  # 001 stayed, 002 runs again from nothing
+    assert await db.user_version() == 2
+    assert await db.run(Conn.fetchval, "SELECT COUNT(*) FROM extra") == 0
+    await db.close()
+
+
+def test_every_migration_has_its_postgres_twin(tmp_path):
+    sqlite, postgres = load_migrations(), load_migrations(store="postgres")
+    assert [m.name for m in sqlite] == [m.name for m in postgres]
+    folder = _pg_migrations_dir(tmp_path, "CREATE TABLE extra (x INTEGER);")
+    (folder / "pg" / "002-extra.sql").rename(folder / "pg" / "002-other.sql")
+    with pytest.raises(MigrationError, match="must match the SQLite ones"):
+        load_migrations(folder, store="postgres")
+
+
+async def test_postgres_backup_points_at_pg_dump(pg_url, tmp_path):
+    db = await open_database(pg_url)
+    with pytest.raises(NotImplementedError, match="pg_dump"):
+        await db.backup(tmp_path / "copy")
+    await db.close()
+
+
+async def test_blocklist_is_case_insensitive_on_both_stores(store):
+    db = await open_database(store)
+    assert await add_blocklist_term(db, 5, "Gore")
+    assert not await add_blocklist_term(db, 5, "gORE")
+    assert await add_blocklist_term(db, 5, "axe")
+    assert await list_blocklist(db, 5) == ["axe", "Gore"]
+    assert await remove_blocklist_term(db, 5, "GORE")
+    assert await list_blocklist(db, 5) == ["axe"]
+    await db.close()
+
+
+async def test_placeholders_translate_outside_literals_only():
+    from bot.db.postgres import translate
+
+    assert translate("SELECT ? WHERE a = :a AND b = ':x' AND c::text LIKE 'a%' -- ?:z\n") == (
+        "SELECT %s WHERE a = %(a)s AND b = ':x' AND c::text LIKE 'a%%' -- ?:z\n"
+    )

@@ -1,5 +1,6 @@
-"""The job state machine (SPEC 3.1) on a real SQLite file: transitions, exactly-once money, cancel,
-time-outs with late costs, resume queries after a restart, and a process killed at a failpoint."""
+"""The job state machine (SPEC 3.1) on both stores (a SQLite file, a PostgreSQL database): transitions,
+exactly-once money, cancel, time-outs with late costs, resume queries after a restart, and a process
+killed at a failpoint."""
 
 from __future__ import annotations
 
@@ -83,8 +84,8 @@ def video(n: int, cost: int | None = 300_000, nsfw: bool = False) -> VideoResult
 
 
 @pytest.fixture
-async def env(tmp_path):
-    db = await open_database(tmp_path / "jobs.sqlite3")
+async def env(store):  # on both stores: the money's exactly-once holds on each
+    db = await open_database(store)
     yield Env(db, FixedClock(START))
     await db.close()
 

@@ -1,5 +1,6 @@
-"""Quotas and money (SPEC 3.3) against a real SQLite file: every limit, overrides, time zones,
-refunds, credits, and exact admission under concurrency (several connections, several processes)."""
+"""Quotas and money (SPEC 3.3) on both stores (a real SQLite file, a real PostgreSQL database): every
+limit, overrides, time zones, refunds, credits, and exact admission under concurrency (several
+connections, several processes)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def at(*args: int, tz: ZoneInfo = UTC_ZONE) -> float:
 
 
 class Env:
-    def __init__(self, db, limits: LimitsConfig, tz: ZoneInfo, clock: FixedClock) -> None:
-        self.db, self.clock, self.tz = db, clock, tz
+    def __init__(self, db, limits: LimitsConfig, tz: ZoneInfo, clock: FixedClock, location: str = "") -> None:
+        self.db, self.clock, self.tz, self.location = db, clock, tz, location
         self.quotas = Quotas(db, limits, tz, clock)
         self.store = JobStore(db, self.quotas, clock, tz)
 
@@ -58,15 +59,23 @@ class Env:
         return int(await self.db.run(Conn.fetchval, f"SELECT COUNT(*) FROM {table}"))
 
 
-@pytest.fixture
-async def make(tmp_path):
+def new_location(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> str:
+    """A fresh database on the store the test runs on."""
+    if request.param == "sqlite":
+        return str(tmp_path / f"{name}.sqlite3")
+    return request.getfixturevalue("pg_server").create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def make(request, tmp_path):
     opened = []
 
     async def factory(limits: dict | None = None, tz: ZoneInfo = UTC_ZONE, now: float | None = None) -> Env:
-        db = await open_database(tmp_path / f"q{len(opened)}.sqlite3")
+        location = new_location(request, tmp_path, f"q{len(opened)}")
+        db = await open_database(location)
         opened.append(db)
         clock = FixedClock(at(2024, 3, 10, 20, 48) if now is None else now)
-        return Env(db, LimitsConfig.model_validate({**OPEN, **(limits or {})}), tz, clock)
+        return Env(db, LimitsConfig.model_validate({**OPEN, **(limits or {})}), tz, clock, location)
 
     yield factory
     for db in opened:
@@ -326,7 +335,7 @@ async def test_budget_warning_once_per_level(make):
 
 async def test_100_concurrent_reservations_on_several_connections_admit_3(make, tmp_path):
     env = await make({"max_concurrent": 3})
-    others = [await open_database(env.db.path) for _ in range(3)]
+    others = [await open_database(env.location) for _ in range(3)]
     try:
         stores = [env] + [Env(db, env.quotas.limits, env.tz, env.clock) for db in others]
 
@@ -354,8 +363,9 @@ async def test_100_concurrent_reservations_on_several_connections_admit_3(make, 
     ],
     ids=["max_concurrent", "monthly_usd", "global_daily_usd"],
 )
-async def test_100_reservations_from_5_processes_admit_exactly_3(tmp_path, limits, members):
-    path = tmp_path / "shared.sqlite3"
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
+async def test_100_reservations_from_5_processes_admit_exactly_3(request, tmp_path, limits, members, store_kind):
+    path = str(tmp_path / "shared.sqlite3") if store_kind == "sqlite" else request.getfixturevalue("pg_url")
     db = await open_database(path)  # migrated once, before the workers race
     processes = []
     try:
@@ -364,7 +374,7 @@ async def test_100_reservations_from_5_processes_admit_exactly_3(tmp_path, limit
                     "guild_id": 1 if members == "same" else n + 1, "user_id": 100, "count": 20,
                     "estimate_micro": EST}
             processes.append(subprocess.Popen(
-                [sys.executable, str(WORKER), str(path), json.dumps(spec)],
+                [sys.executable, str(WORKER), path, json.dumps(spec)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             ))
         for proc in processes:  # every worker has its connection open...
