@@ -151,9 +151,7 @@ class StorageConfig(_Section):
     @field_validator("url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
-        text = value.get_secret_value().strip()
-        if text and not text.lower().startswith(("postgresql://", "postgres://")):
-            # The value is not echoed: it may hold a password.
+        if (text := value.get_secret_value().strip()) and not text.lower().startswith(("postgresql://", "postgres://")):
             raise ValueError('expected "" (SQLite at storage.path) or a "postgresql://user@host:5432/db" URL')
         return SecretStr(text)
 
@@ -338,9 +336,6 @@ def resolve_config_path(cli_path: str | os.PathLike[str] | None, env: dict[str, 
     return Path(DEFAULT_CONFIG_PATH)
 
 
-SECRET_KEYS = frozenset({"storage.url"})  # config keys whose value an error never repeats
-
-
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     # pydantic adds the validator's function name for Annotated validators; keep real keys only.
@@ -359,8 +354,8 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
         return f"unknown key {key!r}"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
-    if key in SECRET_KEYS:
-        return f"{key} (value not shown: it may hold a password): {msg}"
+    if key == "storage.url":  # never repeated: it may hold a password
+        return f"{key} (value not shown): {msg}"
     return f"{key} = {value!r}: {msg}"
 
 
