@@ -8,6 +8,11 @@ from typing import Any
 import discord
 from discord import app_commands
 
+# Discord's largest integer option value (2^53 - 1: a larger max_value makes it refuse the whole
+# command registration, 400 50035).
+INTEGER_OPTION_MAX = 2**53 - 1
+JobId = app_commands.Range[int, 1, INTEGER_OPTION_MAX]
+
 # Where messages can be posted: text, voice and stage chats, announcement channels, threads.
 POSTABLE_CHANNELS = [discord.ChannelType.text, discord.ChannelType.news, discord.ChannelType.voice,
                      discord.ChannelType.stage_voice, discord.ChannelType.public_thread,

@@ -37,6 +37,16 @@ async def test_video_command_is_registered_with_its_options_and_choices(world: B
     assert (options["quality"]["min_value"], options["quality"]["max_value"]) == (20, 99)
     assert options["first_frame"]["type"] == 11 and options["last_frame"]["type"] == 11
 
+    # Job ids go up to Discord's largest integer option (2^53 - 1); 2^53 makes Discord refuse the whole
+    # registration, and the fake with it (its schema check).
+    [job] = [c for c in w.fake.registered_commands(None) if c["name"] == "job"]
+    assert [(o["name"], o["min_value"], o["max_value"]) for o in job["options"]] == [("id", 1, 2**53 - 1)]
+    [admin] = [c for c in w.fake.registered_commands(None) if c["name"] == "genadmin"]
+    [refund] = [o for o in admin["options"] if o["name"] == "refund"]
+    [job_option] = [o for o in refund["options"] if o["name"] == "job"]
+    assert (job_option["type"], job_option["max_value"]) == (4, 2**53 - 1)
+    assert w.fake.schema_violations == []
+
     # A restart with the same commands does not register them again (the hash is in the database).
     syncs = len(w.fake.command_syncs)
     await w.stop_bot()

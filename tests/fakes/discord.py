@@ -14,18 +14,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import math
 import re
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.discord_edges import PlatformEdges
 from tests.fakes.discord_gateway import GatewayMixin
 from tests.fakes.discord_rest import FILES, PAYLOAD, RestRoutes, json_response
+from tests.fakes.discord_schema import LEDGER, Violation, check_request
 from tests.fakes.discord_state import (
     ALL_PERMISSIONS,
     BOT_PERMISSIONS,
@@ -64,7 +64,7 @@ class Seed:
     user_id: int
 
 
-class FakeDiscord(RestRoutes, GatewayMixin):
+class FakeDiscord(RestRoutes, GatewayMixin, PlatformEdges):
     def __init__(self, *, app_id: int = 1_200_000_000_000_000_001, bot_user_id: int | None = None,
                  bot_name: str = "klingbot") -> None:
         self.app_id = app_id
@@ -73,11 +73,14 @@ class FakeDiscord(RestRoutes, GatewayMixin):
         self.token = "fake-bot-token." + secrets.token_urlsafe(12)
         self.app_flags = 0
         self.heartbeat_interval_ms = 41_250
-        # Knobs tests turn.
-        self.channel_rate_limit: tuple[int, float] | None = None  # (requests, window s) per channel
+        # Knobs tests turn (and the platform's edges in discord_edges.py).
+        self._init_edges()
         self.max_upload_bytes: int | None = None  # overrides every guild's limit when set
         self.interaction_token_ttl_s = 900.0
         self.callback_deadline_s: float | None = None  # None: a late first response is accepted
+        # A test that sends a body Discord refuses on purpose says so here (or with the
+        # discord_invalid_bodies marker); any other violation fails the test that caused it.
+        self.invalid_bodies_expected = False
         # World.
         self.guilds: dict[int, Guild] = {}
         self.users: dict[int, dict] = {self.bot_user_id: user_payload(self.bot_user_id, bot_name, bot=True)}
@@ -87,7 +90,8 @@ class FakeDiscord(RestRoutes, GatewayMixin):
         # Records.
         self.calls: list[Call] = []
         self.unhandled: list[str] = []
-        self.count_429 = 0
+        self.bodies_checked = 0
+        self.schema_violations: list[Violation] = []
         self.commands: dict[int | None, list[dict]] = {}  # guild id (None = global) -> registered
         self.command_syncs: list[tuple[int | None, list]] = []
         self.attachment_downloads: list[int] = []
@@ -98,7 +102,6 @@ class FakeDiscord(RestRoutes, GatewayMixin):
         self._hosted: dict[int, tuple[str, bytes, str]] = {}
         self._attachment_objects: dict[int, dict] = {}
         self._faults: list[Fault] = []
-        self._windows: dict[int, list[float]] = {}
         self._cond = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -287,43 +290,10 @@ class FakeDiscord(RestRoutes, GatewayMixin):
                 self._faults.remove(fault)
         return fault
 
-    def _rate_limited(self, retry_after: float, *, limit: int, bucket: str, is_global: bool = False
-                      ) -> web.Response:
-        # Discord's 429: the body carries retry_after; Via tells discord.py it is not a Cloudflare ban.
-        self.count_429 += 1
-        retry_after = math.ceil(max(retry_after, 0.001) * 1000) / 1000
-        headers = {
-            "Via": "1.1 google", "Retry-After": str(math.ceil(retry_after)),
-            "X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
-            "X-RateLimit-Reset-After": f"{retry_after:.3f}", "X-RateLimit-Bucket": bucket,
-            "X-RateLimit-Scope": "global" if is_global else "user",
-        }
-        body = {"message": "You are being rate limited.", "retry_after": retry_after,
-                "global": is_global, "code": 0}
-        return json_response(body, status=429, headers=headers)
-
     def _fault_response(self, fault: Fault) -> web.Response:
         if fault.status == 429:
             return self._rate_limited(fault.retry_after, limit=1, bucket="fake-fault")
         return json_response(error_body(fault.code, fault.message), status=fault.status)
-
-    def _channel_limit(self, channel_id: int, bucket: str) -> tuple[web.Response | None, dict]:
-        """Per-channel window limiter for message POST/PATCH; returns (429 or None, headers)."""
-        limit, window = self.channel_rate_limit  # type: ignore[misc]
-        now = asyncio.get_running_loop().time()
-        state = self._windows.get(channel_id)
-        if state is None or now >= state[0]:
-            state = self._windows[channel_id] = [now + window, 0]
-        reset_after = state[0] - now
-        if state[1] >= limit:
-            return self._rate_limited(reset_after, limit=limit, bucket=bucket), {}
-        state[1] += 1
-        return None, {
-            "X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(int(limit - state[1])),
-            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
-            "X-RateLimit-Reset-After": f"{reset_after:.3f}", "X-RateLimit-Bucket": bucket,
-        }
 
     # ---- request pipeline ------------------------------------------------------------------------
 
@@ -341,12 +311,13 @@ class FakeDiscord(RestRoutes, GatewayMixin):
         else:
             call.files = [{k: v for k, v in f.items() if k != "data"} for f in files]
             request[PAYLOAD], request[FILES] = call.payload or {}, files
-            response = await self._pipeline(request, handler, path)
+            response = await self._pipeline(request, handler, path, call)
         call.status = response.status
         await self.notify()
         return response
 
-    async def _pipeline(self, request: web.Request, handler: Callable, path: str) -> web.StreamResponse:
+    async def _pipeline(self, request: web.Request, handler: Callable, path: str, call: Call
+                        ) -> web.StreamResponse:
         fault = self._take_fault(request.method, path)
         if fault is not None:
             return self._fault_response(fault)
@@ -358,13 +329,30 @@ class FakeDiscord(RestRoutes, GatewayMixin):
         headers: dict = {}
         match = _CHANNEL_MESSAGES.match(path)
         if match and request.method in ("POST", "PATCH") and self.channel_rate_limit:
-            bucket = "fake-msg-" + request.method.lower()
-            limited, headers = self._channel_limit(int(match.group(1)), bucket)
+            limited, headers = self._channel_limit(int(match.group(1)), request.method)
             if limited is not None:
                 return limited
+        if call.payload is not None or call.files:
+            violation = self._check_schema(request.method, path, call)
+            if violation is not None:
+                return json_response(violation.body(), status=400)
         response = await handler(request)
         response.headers.update(headers)
         return response
+
+    def _check_schema(self, method: str, path: str, call: Call) -> Violation | None:
+        """Discord's schema for this route (tests/fakes/discord_schema.py); a violation is recorded for
+        the suite's count and answered 400/50035 naming the field, as Discord does."""
+        self.bodies_checked += 1
+        LEDGER.checked += 1
+        violation = check_request(method, path, call.payload, len(call.files))
+        if violation is not None:
+            self.schema_violations.append(violation)
+            if self.invalid_bodies_expected or LEDGER.test_expects_invalid:
+                LEDGER.expected.append(violation)
+            else:
+                LEDGER.unexpected.append((LEDGER.current_test, violation))
+        return violation
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[dict]]:
         """JSON, or multipart with ``payload_json`` and ``files[n]`` parts, as discord.py sends."""

@@ -133,6 +133,8 @@ class RestRoutes:
             "timestamp": iso(msg.created_at),
             "edited_timestamp": iso(msg.edits[-1].at) if msg.edits else None, "flags": msg.flags,
         }
+        if msg.nonce is not None:
+            out["nonce"] = msg.nonce
         if msg.guild_id:
             out["guild_id"] = str(msg.guild_id)
         inter = self._interactions.get(msg.interaction_id) if msg.interaction_id else None
@@ -278,8 +280,15 @@ class RestRoutes:
             need = VIEW_CHANNEL | SEND_MESSAGES | (ATTACH_FILES if files else 0)
             if perms & need != need:
                 return forbidden()
+        earlier = self.earlier_by_nonce(cid, self.bot_user_id, request[PAYLOAD])
+        if earlier is not None:  # Discord returns the message it already has and creates none
+            return json_response(self._message_json(earlier))
         msg, error = self._new_message(cid, guild_id, request[PAYLOAD], files)
-        return error or json_response(self._message_json(msg))
+        if error:
+            return error
+        if await self._after_store(msg, request):
+            return no_content()  # never reaches the bot: the connection is gone
+        return json_response(self._message_json(msg))
 
     async def _patch_message(self, request: web.Request) -> web.Response:
         msg, error = self._channel_message(request)
@@ -289,6 +298,8 @@ class RestRoutes:
             return forbidden(50005, "Cannot edit a message authored by another user")
         if msg.guild_id and not self._bot_permissions(msg.guild_id, msg.channel_id) & VIEW_CHANNEL:
             return forbidden()
+        if refused := self._old_message_refusal(msg):
+            return refused
         error = self._edit_message(msg, request[PAYLOAD], request[FILES])
         return error or json_response(self._message_json(msg))
 
@@ -339,7 +350,7 @@ class RestRoutes:
             flags=flags | (int(payload.get("flags") or 0) & 64), created=next(self._order),
             interaction_id=interaction.id if interaction else None, guild_id=guild_id,
             webhook_id=self.app_id if interaction else None, notified_user_ids=users,
-            notified_role_ids=roles, notified_everyone=everyone,
+            notified_role_ids=roles, notified_everyone=everyone, nonce=payload.get("nonce"),
         )
         self._messages[msg.id] = msg
         return msg, None

@@ -137,6 +137,7 @@ class Message:
     interaction_id: int | None = None  # set for interaction responses and followups
     webhook_id: int | None = None
     guild_id: int | None = None
+    nonce: str | int | None = None
     # Who the creation notified (an edit notifies no one).
     notified_user_ids: list[int] = field(default_factory=list)
     notified_role_ids: list[int] = field(default_factory=list)
@@ -357,35 +358,9 @@ def form_error(field_path: str, code: str, message: str) -> dict:
 
 
 def validate_message(payload: dict, files: list[dict], *, creating: bool) -> dict | None:
-    """The limits Discord enforces on a message body; returns an error body or None."""
-    content = payload.get("content")
-    if content is not None and len(str(content)) > 2000:
-        return form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
-    embeds = payload.get("embeds")
-    if embeds is not None:
-        if len(embeds) > 10:
-            return form_error("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
-        total = 0
-        for i, embed in enumerate(embeds):
-            for key, limit in (("title", 256), ("description", 4096)):
-                text = embed.get(key) or ""
-                total += len(text)
-                if len(text) > limit:
-                    return form_error(f"embeds.{i}.{key}", "BASE_TYPE_MAX_LENGTH",
-                                      f"Must be {limit} or fewer in length.")
-            fields = embed.get("fields") or []
-            if len(fields) > 25:
-                return form_error(f"embeds.{i}.fields", "BASE_TYPE_MAX_LENGTH",
-                                  "Must be 25 or fewer in length.")
-            for f in fields:
-                total += len(f.get("name") or "") + len(f.get("value") or "")
-            total += len((embed.get("footer") or {}).get("text") or "")
-            total += len((embed.get("author") or {}).get("name") or "")
-        if total > 6000:
-            return form_error("embeds", "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000")
-    if len(files) > 10:
-        return form_error("files", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
-    if creating and not (content or embeds or files or payload.get("components")
+    """Rules Discord applies to a message beyond its schema (discord_schema.py checks that and the
+    documented size limits before a handler runs); returns an error body or None."""
+    if creating and not (payload.get("content") or payload.get("embeds") or files or payload.get("components")
                          or payload.get("attachments")):
         return {"code": 50006, "message": "Cannot send an empty message"}
     return None

@@ -195,18 +195,18 @@ async def test_channel_rate_limit_429_is_retried(fake: FakeDiscord, bot: DemoBot
     channel = bot.get_channel(seed.channel_id)
     msg = await channel.send("first")
     fake.channel_rate_limit = (2, 0.8)
-    # Another writer spends the channel's window, so the bot's edit meets a 429.
+    # Another writer spends the channel's edit window, so the bot's edit meets a 429.
     async with aiohttp.ClientSession() as session:
         for _ in range(2):
-            async with session.post(f"{fake.api_base_url}/channels/{seed.channel_id}/messages",
-                                    json={"content": "other"},
-                                    headers={"Authorization": f"Bot {fake.token}"}) as resp:
+            async with session.patch(f"{fake.api_base_url}/channels/{seed.channel_id}/messages/{msg.id}",
+                                     json={"content": "other"},
+                                     headers={"Authorization": f"Bot {fake.token}"}) as resp:
                 assert resp.status == 200 and resp.headers["X-RateLimit-Limit"] == "2"
     await msg.edit(content="edited")
     assert fake.count_429 == 1
     assert fake.message(msg.id).edits[-1].content == "edited"
     patches = [c.status for c in fake.calls if c.method == "PATCH"]
-    assert patches == [429, 200]
+    assert patches == [200, 200, 429, 200]
 
 
 async def test_faults_surface_as_discord_errors(fake: FakeDiscord, bot: DemoBot) -> None:

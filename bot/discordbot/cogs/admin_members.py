@@ -9,13 +9,12 @@ from discord import app_commands
 from discord.app_commands import Range
 
 from bot.discordbot import render_admin
-from bot.discordbot.options import user_target
+from bot.discordbot.options import JobId, user_target
 from bot.services.moderation import parse_count_limit, parse_usd_amount, parse_usd_limit
 from bot.services.quotas import Member
 
 REASON_MAX = 500
 LIMIT_TEXT_MAX = 20
-JOB_ID_MAX = 2**53
 LimitText = Range[str, 1, LIMIT_TEXT_MAX]
 Reason = Range[str, 1, REASON_MAX]
 
@@ -108,7 +107,7 @@ def add_commands(root: app_commands.Group, cog) -> None:
 
     @root.command(name="refund", description="Give a finished job's cost back to its member's limits")
     @app_commands.describe(job="The job number (#)", reason=LIMIT_HELP["reason"])
-    async def refund(interaction: discord.Interaction, job: Range[int, 1, JOB_ID_MAX],
+    async def refund(interaction: discord.Interaction, job: JobId,
                      reason: Reason) -> None:
         guild_id, actor = await cog.begin(interaction)
         change = await cog.mod.refund(job, actor=actor, reason=reason, guild_id=guild_id)

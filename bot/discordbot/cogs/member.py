@@ -21,6 +21,7 @@ from bot.db.records import ACTIVE_STATES, ResultRecord
 from bot.discordbot.app import KlingBot
 from bot.discordbot.cogs.buttons import components_for, job_here, model_label, owner_or_moderator
 from bot.discordbot.interactions import member_of
+from bot.discordbot.options import JobId
 from bot.discordbot.render_member import HISTORY_MAX, RepostItem, history_embed, job_message, quota_embed
 from bot.errors import NotPermitted
 
@@ -31,7 +32,6 @@ MAX_FILES = 10
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 TOO_LARGE = 40005
 IN_FLIGHT_SCAN = 100  # recent jobs looked at for the in-flight list (far above any concurrency limit)
-JOB_ID_MAX = 2**53  # Discord's largest integer option
 _NO_MENTIONS = discord.AllowedMentions.none()
 
 
@@ -146,7 +146,7 @@ def build_member_commands(bot: KlingBot) -> list[app_commands.Command]:
 
     @app_commands.rename(job_id="id")
     @app_commands.describe(job_id="The job number, e.g. 42 (see /history)")
-    async def job(interaction: discord.Interaction, job_id: Range[int, 1, JOB_ID_MAX]) -> None:
+    async def job(interaction: discord.Interaction, job_id: JobId) -> None:
         await show_job(bot, interaction, job_id)
 
     built = [
