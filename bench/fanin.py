@@ -66,6 +66,9 @@ class CollectSink:
     def download_cap(self, job: JobRecord) -> int:
         return 10 * 1024 * 1024
 
+    def fit_limit(self, job: JobRecord) -> int | None:
+        return None
+
     def download_dir(self, job: JobRecord) -> Path:
         return self.downloads
 

@@ -26,9 +26,23 @@ def read_frame(path: str | None, field: str) -> CheckedImage | None:
     return check_image(data, field=field)
 
 
+MAX_FIT_MB = 4096
+
+
+def fit_limit_from_args(args: argparse.Namespace) -> int | None:
+    """--fit-mb N as bytes (None without it); a bad N is invalid input, before anything runs."""
+    value = getattr(args, "fit_mb", None)
+    if value is None:
+        return None
+    if not 0.1 <= value <= MAX_FIT_MB:
+        raise InvalidInput("--fit-mb", value, f"a size in MiB from 0.1 to {MAX_FIT_MB}")
+    return int(value * 1024 * 1024)
+
+
 def resolve_from_args(cfg: Config, args: argparse.Namespace) -> tuple[ResolvedRequest, CheckedImage | None,
                                                                       CheckedImage | None]:
     """Validate the flags exactly as /video validates its options (fields first, then frames)."""
+    fit_limit_from_args(args)
     first = read_frame(args.first_frame, "first_frame")
     last = read_frame(args.last_frame, "last_frame")
     if first and last:

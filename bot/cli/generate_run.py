@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bot.cli.generate_request import resolve_from_args
+from bot.cli.generate_request import fit_limit_from_args, resolve_from_args
 from bot.config import Config, micro_to_usd
 from bot.db import open_database
 from bot.db.jobs import active_jobs, get_job, unnotified_jobs
@@ -34,9 +34,10 @@ TERMINAL_CHANNEL = 0  # Discord jobs always have a channel, DMs included
 class TerminalSink:
     """Shows a progress bar on stderr and saves results into --out."""
 
-    def __init__(self, out_dir: Path, show_bar: bool = True) -> None:
+    def __init__(self, out_dir: Path, show_bar: bool = True, fit_bytes: int | None = None) -> None:
         self.out_dir = out_dir
         self.show_bar = show_bar
+        self.fit_bytes = fit_bytes  # --fit-mb: each video also written fitted to this size
         self.outcomes: dict[int, Outcome] = {}
         self.refused: str | None = None  # Runware refused the key or balance: the run cannot finish
         self.finished = asyncio.Condition()
@@ -50,6 +51,9 @@ class TerminalSink:
 
     def download_dir(self, job: JobRecord) -> Path:
         return self.out_dir
+
+    def fit_limit(self, job: JobRecord) -> int | None:
+        return self.fit_bytes
 
     async def progress(self, update: ProgressUpdate) -> int | None:
         if not self.show_bar:
@@ -107,11 +111,27 @@ def outcome_notes(job: JobRecord, outcome: Outcome) -> list[str]:
             until = (time.strftime(" until %Y-%m-%d %H:%M UTC", time.gmtime(f.expires_at))
                      if f.expires_at else "")
             notes.append(f"video not downloaded (see the log); it is at {f.result.video_url}{until}.")
+        if f.fit_error:
+            notes.append(f"{f.path.name if f.path else 'a video'} could not be fitted: {f.fit_error}.")
     return notes
 
 
-def summary(job: JobRecord, outcome: Outcome, cost_micro: int | None) -> dict:
+def fitted_paths(outcome: Outcome, limit: int | None) -> list[str]:
+    """--fit-mb: each video's fitted file; a video already within the limit is its own."""
+    if limit is None:
+        return []
+    paths = []
+    for f in outcome.files:
+        if f.fitted is not None:
+            paths.append(str(f.fitted))
+        elif f.path is not None and f.size is not None and f.size <= limit:
+            paths.append(str(f.path))
+    return paths
+
+
+def summary(job: JobRecord, outcome: Outcome, cost_micro: int | None, fit_limit: int | None = None) -> dict:
     notes = outcome_notes(job, outcome)
+    fitted = {"fitted": fitted_paths(outcome, fit_limit)} if fit_limit is not None else {}
     return {
         "job_id": job.id,
         "status": status_of(job),
@@ -121,6 +141,7 @@ def summary(job: JobRecord, outcome: Outcome, cost_micro: int | None) -> dict:
         "seeds": [f.result.seed for f in outcome.files],
         "cost_usd": (cost_micro or 0) / 1_000_000,
         "error": "\n".join(notes) or None,
+        **fitted,
     }
 
 
@@ -160,7 +181,8 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
             poll_batch_size=cfg.runware.poll_batch_size,
         )
         stack.push_async_callback(client.aclose)
-        sink = TerminalSink(out_dir, show_bar=sys.stderr.isatty())
+        fit_bytes = fit_limit_from_args(args)
+        sink = TerminalSink(out_dir, show_bar=sys.stderr.isatty(), fit_bytes=fit_bytes)
         engine = Engine(cfg=cfg, db=db, client=client, sink=sink)
         # An earlier run killed mid-job left its job in the database: the engine resumes it, and this
         # run waits for it too, so its video still lands in --out (once).
@@ -197,13 +219,16 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
         for job_id, outcome in outcomes.items():
             final = await get_job(engine.db, job_id)
             assert final is not None
-            results.append(summary(final, outcome, (await job_money(engine.db, job_id)).settled))
+            results.append(summary(final, outcome, (await job_money(engine.db, job_id)).settled, fit_bytes))
     for result in results:  # resumed jobs first; the new job's line is the last one
         if args.json:
             print(json.dumps(result))
             continue
         for path in result["videos"]:
             print(path)
+        for path in result.get("fitted", []):
+            if path not in result["videos"]:
+                print(path)
         resumed_note = " (resumed)" if result["job_id"] != job.id else ""
         print(f"job #{result['job_id']}{resumed_note}: {result['status']}, "
               f"cost {micro_to_usd(round(result['cost_usd'] * 1_000_000))}"

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", help=f"one of {', '.join(OUTPUT_FORMATS)}")
     gen.add_argument("--quality", type=int, metavar="Q", help="20..99")
     gen.add_argument("--out", default="./videos", metavar="DIR")
+    gen.add_argument("--fit-mb", type=float, metavar="N", help="also write each video fitted to N MiB (H.264 MP4)")
     gen.add_argument("--dry-run", action="store_true", help="validate and print the tasks; send nothing")
     gen.add_argument("--json", action="store_true", help="machine-readable output")
     gen.add_argument("--sandbox", action="store_true", help="use the built-in Runware simulator")

@@ -97,6 +97,9 @@ def _spec_fields(embed: discord.Embed, job: JobRecord) -> None:
     embed.add_field(name="Variations", value=str(job.variations))
 
 
+FITTING_LINE = "Fitting the video to Discord's size limit…"
+
+
 # ---- progress ------------------------------------------------------------------------------------
 
 def status_lines(update: ProgressUpdate) -> list[str]:
@@ -104,6 +107,8 @@ def status_lines(update: ProgressUpdate) -> list[str]:
     lines: list[str] = []
     if job.cancel_requested:
         lines.append("Cancelling…")
+    elif update.phase == "fitting":
+        lines.append(FITTING_LINE)
     elif update.phase == "queued":
         position = update.queue_position
         where = f"position {position} in the queue" if position else "waiting for a slot"
@@ -181,10 +186,25 @@ def link_line(index: int, file: ResultFile, cap: int | None = None) -> str:
         why = f" ({file.size / (1024 * 1024):.1f} MB"
         # Only a file the cap kept back is "over the limit" (after a 40005, smaller ones are links too).
         over_cap = cap is not None and file.size > cap
-        why += f", over the {(cap or 0) / (1024 * 1024):.0f} MB upload limit)" if over_cap else ")"
+        why += f", over the {_mb(cap or 0)} upload limit" if over_cap else ""
+        why += f"; it could not be fitted: {file.fit_error}" if file.fit_error else ""
+        why += ")"
     url = file.result.video_url or "(no URL)"
     expiry = f", link expires {discord_time(file.expires_at)}" if file.expires_at else ""
     return f"Video {index}{why}: {url}{expiry}"
+
+
+def fitted_line(index: int, file: ResultFile, cap: int) -> str:
+    """An attached video that was transcoded to fit: the original stays reachable while it lasts."""
+    converted = f", converted from {file.converted_from} to MP4" if file.converted_from else ""
+    until = f" until {discord_time(file.expires_at, 'f')}" if file.expires_at else ""
+    url = file.result.video_url or "(no URL)"
+    return f"Video {index} is fitted to the {_mb(cap)} upload limit{converted}; full quality{until}: {url}"
+
+
+def _mb(size: int) -> str:
+    mb = size / (1024 * 1024)
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB"
 
 
 def result_message(
@@ -195,9 +215,10 @@ def result_message(
     ``attached`` holds the ids of results whose files travel with the message."""
     job = outcome.job
     links = [
-        link_line(i, f, cap)
+        link_line(i, f, cap) if f.result.id not in attached
+        else fitted_line(i, f, cap or 0)
         for i, f in enumerate(outcome.files, start=1)
-        if f.result.id not in attached
+        if f.result.id not in attached or f.fitted is not None
     ]
     count = len(outcome.files)
     head = f"{mention(job)} your video is ready."

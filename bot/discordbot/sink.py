@@ -99,6 +99,9 @@ class DiscordSink:
             return int(guild.filesize_limit)
         return DEFAULT_UPLOAD_LIMIT
 
+    def fit_limit(self, job: JobRecord) -> int | None:  # a video over the upload limit is fitted to it
+        return self.download_cap(job) if self.cfg.delivery.fit_to_limit else None
+
     @property
     def downloads(self) -> Path:
         """One folder beside the database for every job's downloaded videos."""
@@ -328,11 +331,11 @@ class DiscordSink:
             content, embed = render_job.failure_message(outcome, label)
             return await target.send(content=content, embed=embed, allowed_mentions=mentions, **extra)
         cap = self.download_cap(job)
-        fitting = [f for f in outcome.files if f.path is not None and (f.size or 0) <= cap][:MAX_FILES]
+        fitting = [(f, found[0]) for f in outcome.files if (found := f.attachment(cap)) is not None][:MAX_FILES]
         if attach and fitting:
-            attached = {f.result.id for f in fitting}
+            attached = {f.result.id for f, _ in fitting}
             content, embed = render_job.result_message(outcome, label, attached=attached, cap=cap)
-            files = [discord.File(path, filename=path.name) for f in fitting if (path := f.path) is not None]
+            files = [discord.File(path, filename=path.name) for _, path in fitting]
             try:
                 return await target.send(content=content, embed=embed, files=files,
                                          allowed_mentions=mentions, **extra)

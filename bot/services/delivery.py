@@ -1,10 +1,16 @@
 """Hands finished jobs to the sink: downloads each result (streamed, size-capped, allowed hosts
-only), posts the final message through the sink, then records delivery and notification."""
+only), fits a result over the sink's size limit into it (PyAV, in a worker process), posts the
+final message through the sink, then records delivery and notification.
+
+A fit runs as its own task, never inside a tick: the job waits (its channel's later jobs behind
+it, in order) while other channels and the poller go on, and the engine is woken when it ends."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -16,24 +22,45 @@ from bot.db.records import JobRecord
 from bot.download import DownloadError, download_to_file
 from bot.services.clock import Clock
 from bot.services.jobs import JobStore
-from bot.services.sink import JobSink, Outcome, ResultFile
+from bot.services.media import FittedVideo, MediaError, MediaWorkers
+from bot.services.sink import JobSink, Outcome, ProgressUpdate, ResultFile
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 300.0
 PENDING_SCAN = 5000  # final jobs read per tick when looking for this sink's undelivered ones
+# Largest result downloaded to be fitted (Kling's 10 s 1080p videos are tens of MiB).
+MAX_FIT_SOURCE = 512 * 1024 * 1024
+
+
+class FitPending(Exception):
+    """The job's videos are still being fitted; it is delivered once that ends."""
 
 
 class Deliverer:
-    def __init__(self, cfg: Config, store: JobStore, sink: JobSink, http: httpx.AsyncClient, clock: Clock) -> None:
+    def __init__(self, cfg: Config, store: JobStore, sink: JobSink, http: httpx.AsyncClient, clock: Clock,
+                 *, media: MediaWorkers | None = None, wake: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.db = store.db
         self.sink = sink
         self.http = http
         self.clock = clock
+        self.media = media or MediaWorkers(cfg.delivery.transcode_concurrency)
+        self._wake = wake or (lambda: None)
         self._failures: dict[int, tuple[int, float]] = {}  # job id -> (attempts, next try); memory only
+        # (job id, result id) -> the running or finished fit; memory only (a fitted file on disk
+        # is found again after a restart).
+        self._fits: dict[tuple[int, int], asyncio.Task[FittedVideo | str]] = {}
+
+    async def close(self) -> None:
+        """Stop the fits still running (their workers are killed; nothing half-written is kept)."""
+        for task in self._fits.values():
+            task.cancel()
+        await asyncio.gather(*self._fits.values(), return_exceptions=True)
+        self._fits.clear()
+        await self.media.close()
 
     async def tick(self, limit: int = 50) -> int:
         now = self.clock.now()
@@ -58,6 +85,8 @@ class Deliverer:
             attempts = self._failures.get(job.id, (0, 0.0))[0]
             try:
                 await self.deliver(job)
+            except FitPending:
+                break  # the rest of this channel waits its turn behind it
             except Exception:
                 log.exception("job %s: delivery failed (attempt %d); will retry", job.id, attempts + 1)
                 delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempts)
@@ -77,13 +106,70 @@ class Deliverer:
                 url,
                 dest,
                 allowed_hosts=self.cfg.runware.download_hosts,
-                max_bytes=self.sink.download_cap(job),
+                max_bytes=self._fetch_cap(job),
                 what="video",
             )
         except DownloadError as exc:
             # Too large for the sink, or not fetchable: the member still gets the link.
             log.info("job %s: result not attached (%s)", job.id, exc.message)
             return None
+
+    def _fetch_cap(self, job: JobRecord) -> int:
+        cap = self.sink.download_cap(job)
+        return max(cap, MAX_FIT_SOURCE) if self.sink.fit_limit(job) is not None else cap
+
+    async def _fit_files(self, job: JobRecord, files: list[ResultFile]) -> list[ResultFile]:
+        """Each downloaded video over the sink's fit limit, with its fitted MP4 (or why there is
+        none). Raises FitPending while a fit still runs."""
+        limit = self.sink.fit_limit(job)
+        if limit is None or job.state != "succeeded" or job.cancel_requested:
+            return files
+        out: list[ResultFile] = []
+        running = False
+        for file in files:
+            if file.path is None or file.size is None or file.size <= limit:
+                out.append(file)
+                continue
+            key = (job.id, file.result.id)
+            dest = file.path.with_name(f"{file.path.stem}.fit.mp4")
+            task = self._fits.get(key)
+            if task is None and dest.is_file() and dest.stat().st_size <= limit:
+                out.append(replace(file, fitted=dest, fitted_size=dest.stat().st_size,
+                                   converted_from=_format_of(file.path)))
+                continue
+            if task is None:
+                task = asyncio.create_task(self._fit(job, file.path, dest, limit), name=f"fit-job{job.id}")
+                self._fits[key] = task
+                await self._show_fitting(job)
+            if not task.done():
+                running = True
+                out.append(file)
+                continue
+            answer = task.result()
+            if isinstance(answer, str):
+                out.append(replace(file, fit_error=answer))
+            else:
+                out.append(replace(file, fitted=answer.path, fitted_size=answer.size,
+                                   converted_from=None if answer.source_format == "MP4" else answer.source_format))
+        if running:
+            raise FitPending(job.id)
+        return out
+
+    async def _fit(self, job: JobRecord, src: Path, dest: Path, limit: int) -> FittedVideo | str:
+        try:
+            return await self.media.fit(src, dest, limit)
+        except MediaError as exc:
+            log.warning("job %s: %s could not be fitted to %d bytes: %s", job.id, src.name, limit, exc.message)
+            return exc.message
+        finally:
+            self._wake()  # deliver it now, not on some later tick
+
+    async def _show_fitting(self, job: JobRecord) -> None:
+        elapsed = self.clock.now() - (job.submitted_at or job.created_at)
+        try:
+            await self.sink.progress(ProgressUpdate(job=job, phase="fitting", elapsed_s=elapsed))
+        except Exception:
+            log.exception("job %s: could not show the fitting step", job.id)
 
     async def deliver(self, job: JobRecord) -> int | None:
         files: list[ResultFile] = []
@@ -110,6 +196,7 @@ class Deliverer:
                     expires_at=result.created_at + self.cfg.runware.output_ttl_s,
                 )
             )
+        files = await self._fit_files(job, files)
         failures = [line for line in (job.error or "").splitlines() if line]
         outcome = Outcome(
             job=job,
@@ -128,6 +215,16 @@ class Deliverer:
             # A time-out notice posts no video: marking one delivered would make the late results
             # message look already posted.
             if file.result.delivered_at is None and job.state != "timed_out":
-                await self.store.mark_delivered(file.result.id, str(file.path) if file.path else None)
+                # /job re-posts this file: the fitted one when there is one.
+                kept = file.fitted or file.path
+                await self.store.mark_delivered(file.result.id, str(kept) if kept else None)
         await self.store.mark_notified(job.id, message_id)
+        for file in files:
+            self._fits.pop((job.id, file.result.id), None)
         return message_id
+
+
+def _format_of(path: Path) -> str | None:
+    """The original's format when it was not MP4 (the fitted file always is)."""
+    ext = path.suffix.lstrip(".").upper()
+    return ext if ext in ("WEBM", "MOV") else None

@@ -76,7 +76,7 @@ class Engine:
             timeout=httpx.Timeout(cfg.runware.request_timeout_s), follow_redirects=False
         )
         self.poller = Poller(cfg, self.store, client, self.clock, self._runware_refused)
-        self.deliverer = Deliverer(cfg, self.store, sink, self.http, self.clock)
+        self.deliverer = Deliverer(cfg, self.store, sink, self.http, self.clock, wake=self.wake)
         self.reporter = ProgressReporter(cfg, db, sink, self.clock)
         self.webhooks = WebhookReceiver(hooks, self.apply_webhook) if hooks else None
         self._webhook_url = hooks.signed_url() if hooks else None  # a SecretStr: it carries the token
@@ -115,6 +115,7 @@ class Engine:
         if self._task is not None:
             await self._task
             self._task = None
+        await self.deliverer.close()
         if self._own_http:
             await self.http.aclose()
 

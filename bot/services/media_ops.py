@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 # Share of the limit the video may plan for: x264's rate control overshoots a little, and the
 # container (moov index, one sample entry per frame) takes its part.
 SIZE_MARGIN = 0.90
-CONTAINER_OVERHEAD = 64 * 1024
+CONTAINER_OVERHEAD = 16 * 1024
 AUDIO_BITRATE = 96_000
 # Short sides tried in order, and the least bits per pixel each must get before stepping down:
 # below ~0.04 bpp H.264 smears motion into blocks.
@@ -139,10 +139,14 @@ def fit(src: Path, dest: Path, limit_bytes: int) -> dict[str, Any]:
                     "source_format": source_format(info.container, src)}
         tmp.unlink(missing_ok=True)
         video_bitrate *= 0.9 * limit_bytes / size  # it overshot: aim that much lower
-    mb = limit_bytes / MIB
-    seen = f" (the smallest try was {size / MIB:.1f} MB)" if size else ""
-    raise MediaFailure("cannot_fit", f"a {info.duration_s:.0f} s video cannot be made to fit in {mb:.0f} MB "
-                                     f"at a watchable quality{seen}")
+    seen = f" (the smallest try was {megabytes(size)})" if size else ""
+    raise MediaFailure("cannot_fit", f"a {info.duration_s:.0f} s video cannot be made to fit in "
+                                     f"{megabytes(limit_bytes)} at a watchable quality{seen}")
+
+
+def megabytes(size: int) -> str:
+    mb = size / MIB
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB"
 
 
 def source_format(container_name: str, src: Path) -> str:

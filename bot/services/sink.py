@@ -13,7 +13,8 @@ from typing import Literal, Protocol
 
 from bot.db.records import JobRecord, ResultRecord
 
-Phase = Literal["queued", "submitted", "processing"]
+# "fitting": the video is done and being transcoded to the sink's size limit before it is posted.
+Phase = Literal["queued", "submitted", "processing", "fitting"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,19 @@ class ResultFile:
     path: Path | None            # None when it did not fit (then post the link) or it was flagged
     size: int | None
     expires_at: float | None     # unix time when Runware's URL expires (ttl)
+    # Set when the sink has a fit limit and the video was over it: the MP4 made to fit, or why none.
+    fitted: Path | None = None
+    fitted_size: int | None = None
+    converted_from: str | None = None  # "WEBM" or "MOV" when the fitted MP4 was made from another format
+    fit_error: str | None = None
+
+    def attachment(self, cap: int) -> tuple[Path, int] | None:
+        """The file to hand over within ``cap`` bytes: the fitted one first, else the original."""
+        if self.fitted is not None and self.fitted_size is not None and self.fitted_size <= cap:
+            return self.fitted, self.fitted_size
+        if self.path is not None and self.size is not None and self.size <= cap:
+            return self.path, self.size
+        return None
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,10 @@ class JobSink(Protocol):
 
     def download_cap(self, job: JobRecord) -> int:
         """Largest file (bytes) the sink can hand over for this job; larger results are linked."""
+        ...
+
+    def fit_limit(self, job: JobRecord) -> int | None:
+        """Bytes a result larger than this is transcoded to fit before delivery; None: never."""
         ...
 
     def download_dir(self, job: JobRecord) -> Path:

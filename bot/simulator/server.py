@@ -327,7 +327,8 @@ class Simulator(TaskLogic):
             return _json(404, {"errors": [{"code": "notFound", "message": "No such video."}]})
         self.stats.video_downloads += 1
         fmt = self.output_format(sim.body)
-        return web.Response(body=await self.video_for(sim), content_type=CONTENT_TYPES[fmt])
+        body = self.faults.video_body if self.faults.video_body is not None else await self.video_for(sim)
+        return web.Response(body=body, content_type=CONTENT_TYPES[fmt])
 
     def video_key(self, sim: SimTask) -> tuple:
         fmt = self.output_format(sim.body)

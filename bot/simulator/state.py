@@ -22,6 +22,7 @@ class Faults:
     upload_as_object: bool = False  # imageUpload answers `data` as an object
     balance_micro: int | None = None  # account balance; None = unlimited
     malformed_next: int = 0  # answer the next N requests with 200 and a non-JSON body
+    video_body: bytes | None = None  # served at every videoURL instead of the made video (a damaged file...)
 
     def reset(self) -> None:
         for name, value in Faults().__dict__.items():

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import av
 import pytest
 from PIL import Image
 
@@ -81,12 +82,12 @@ def free_port():
 
 
 @contextlib.contextmanager
-def simulator_process(api_key):
+def simulator_process(api_key, *extra):
     """`klingbot simulator` as its own process; yields its port once it listens."""
     port = free_port()
     sim = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", str(port), "--api-key", api_key,
-                            "--speed", "50"], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
+                            "--speed", "50", *extra], env=cli_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
     try:
         assert "Runware simulator at" in sim.stdout.readline()
         yield port
@@ -112,6 +113,27 @@ def test_generate_against_a_separate_simulator_process(tmp_path):
         bad = run_cli("generate", "--json", "a lighthouse", cwd=tmp_path, env=cli_env(RUNWARE_API_KEY="nope-999"))
         assert bad.returncode == 1
         assert "nope-999" not in bad.stdout + bad.stderr
+
+
+def test_fit_mb_writes_each_video_fitted_too(tmp_path):
+    # The simulator makes ~0.5 MiB results at 1280x720 for 5 s; --fit-mb 0.2 fits each to 0.2 MiB.
+    with simulator_process("k-fit", "--video-mb", "0.5") as port:
+        (tmp_path / "config.toml").write_text(
+            f'[runware]\napi_url = "http://127.0.0.1:{port}/v1"\ndownload_hosts = ["127.0.0.1"]\n'
+            "first_poll_after_s = 0.2\npoll_interval_s = 0.2\n"
+        )
+        proc = run_cli("generate", "--json", "a lighthouse in a storm", "--fit-mb", "0.2", "--out", "out",
+                       cwd=tmp_path, env=cli_env(RUNWARE_API_KEY="k-fit"))
+    assert proc.returncode == 0, proc.stderr
+    line = last_json(proc.stdout)
+    [original] = line["videos"]
+    [fitted] = line["fitted"]
+    assert (tmp_path / original).stat().st_size > 0.4 * 1024 * 1024
+    assert fitted.endswith(".fit.mp4") and (tmp_path / fitted).stat().st_size <= 0.2 * 1024 * 1024
+    container = av.open(str(tmp_path / fitted))
+    assert sum(1 for _ in container.decode(video=0)) == 150  # all 5 s at 30 fps
+    bad = run_cli("generate", "a fox", "--fit-mb", "0", "--sandbox", cwd=tmp_path)
+    assert bad.returncode == 2 and "--fit-mb" in bad.stderr
 
 
 def test_missing_key_without_sandbox_is_a_clear_error(tmp_path):

@@ -37,6 +37,9 @@ class GatedSink:
     def download_cap(self, job):
         return 50 * 1024 * 1024
 
+    def fit_limit(self, job):
+        return None
+
     def download_dir(self, job):
         return self.folder
 

@@ -98,7 +98,7 @@ def test_sizes_step_down_1080_720_480():
 async def test_a_video_that_cannot_fit_says_so(tmp_path):
     src = tmp_path / "big.mp4"
     src.write_bytes(build_video(640, 360, 5, 30, "MP4", MIB))
-    with pytest.raises(CannotFit, match="cannot be made to fit in 0 MB"):
+    with pytest.raises(CannotFit, match="cannot be made to fit in 0.1 MB"):
         await MediaWorkers().fit(src, tmp_path / "fit.mp4", 80_000)
     assert not (tmp_path / "fit.mp4").exists()
 
