@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 PRUNE_EVERY_S = 3600.0  # how often old downloaded videos are removed
 log = logging.getLogger(__name__)
-
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 MAX_FILES = 10
 UNKNOWN_CHANNEL = 10003
