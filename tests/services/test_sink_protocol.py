@@ -14,7 +14,7 @@ PROTOCOL_METHODS = sorted(
 
 
 def test_the_protocol_names_every_method_the_engine_calls():
-    assert PROTOCOL_METHODS == ["alert", "deliver", "download_cap", "download_dir", "handles", "progress"]
+    assert PROTOCOL_METHODS == ["alert", "deliver", "download_cap", "download_dir", "fit_limit", "handles", "progress"]
 
 
 @pytest.mark.parametrize("sink_class", [DiscordSink, TerminalSink])
