@@ -28,15 +28,11 @@ from bot.db.records import ALL_STATES, JobMoney, JobRecord
 from bot.errors import InvalidInput, UserFacingError
 from bot.services.clock import Clock, describe_reset
 from bot.services.engine import HEARTBEAT_S
-from bot.services.moderation import (
-    Change,
-    MemberReport,
-    Moderation,
-    limits_text,
-    parse_count_limit,
-    parse_usd_amount,
-    parse_usd_limit,
-)
+from bot.services.moderation import Moderation
+from bot.services.moderation.audit import Change
+from bot.services.moderation.limits import limits_text, parse_count_limit, parse_usd_limit
+from bot.services.moderation.members import MemberReport
+from bot.services.moderation.money import parse_usd_amount
 from bot.services.quotas import Member, Quotas
 from bot.services.usage import MONEY_COLUMNS, Usage, UsageLine, UsageReport
 

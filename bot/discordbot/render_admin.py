@@ -11,7 +11,10 @@ import discord
 from bot.config import micro_to_usd
 from bot.db.records import AuditRecord
 from bot.discordbot.render_job import clip, discord_time
-from bot.services.moderation import BudgetWarning, Change, MemberReport, limits_text
+from bot.services.moderation.audit import Change
+from bot.services.moderation.limits import limits_text
+from bot.services.moderation.members import MemberReport
+from bot.services.moderation.money import BudgetWarning
 from bot.services.usage import UsageLine, UsageReport
 
 DESCRIPTION_MAX = 4096

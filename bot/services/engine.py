@@ -31,6 +31,7 @@ from bot.services import queue
 from bot.services.clock import Clock, SystemClock
 from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
+from bot.services.moderation.permissions import may_manage_job
 from bot.services.poller import Poller
 from bot.services.quotas import RUNWARE_PAUSE_KEY, RUNWARE_PAUSED_MESSAGE, Member, Quotas
 from bot.services.reporter import ProgressReporter
@@ -237,7 +238,7 @@ class Engine:
         job = await get_job(self.db, job_id)
         if job is None or job.guild_id != member.guild_id:
             raise UserFacingError(f"Job #{job_id} does not exist here.")
-        if job.user_id != member.user_id and not is_moderator:
+        if not may_manage_job(job, member, moderator=is_moderator):
             raise NotPermitted("Only the member who started this job or a moderator can cancel it.")
         if job.state not in ("queued", "submitted", "processing") or job.cancel_requested:
             raise UserFacingError(f"Job #{job_id} is already {job.state}; there is nothing to cancel.")

@@ -19,15 +19,9 @@ from bot.db.records import LimitOverride
 from bot.errors import InvalidInput, LimitExceeded, NotPermitted, UserFacingError
 from bot.services.clock import FixedClock
 from bot.services.jobs import JobStore
-from bot.services.moderation import (
-    DEFAULT,
-    KEEP,
-    UNLIMITED,
-    Moderation,
-    parse_count_limit,
-    parse_usd_amount,
-    parse_usd_limit,
-)
+from bot.services.moderation import Moderation
+from bot.services.moderation.limits import DEFAULT, KEEP, UNLIMITED, parse_count_limit, parse_usd_limit
+from bot.services.moderation.money import parse_usd_amount
 from bot.services.quotas import Member
 
 G = 1

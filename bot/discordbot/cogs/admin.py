@@ -25,7 +25,9 @@ from bot.discordbot.cogs import admin_guild, admin_members  # the two halves of 
 from bot.discordbot.pacer import ROUTINE
 from bot.discordbot.permissions import is_moderator
 from bot.errors import NotPermitted
-from bot.services.moderation import BudgetWarning, Change, Moderation
+from bot.services.moderation import Moderation
+from bot.services.moderation.audit import Change
+from bot.services.moderation.money import BudgetWarning
 from bot.services.usage import Usage
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from discord.app_commands import Choice, Range
 from bot.config import SAFETY_MODES
 from bot.discordbot import render_admin
 from bot.discordbot.options import Channel
-from bot.services.moderation import parse_usd_limit
+from bot.services.moderation.limits import parse_usd_limit
 from bot.services.usage import GROUPINGS, PERIODS
 
 REASON_MAX = 500

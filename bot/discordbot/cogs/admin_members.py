@@ -10,7 +10,8 @@ from discord.app_commands import Range
 
 from bot.discordbot import render_admin
 from bot.discordbot.options import JobId, user_target
-from bot.services.moderation import parse_count_limit, parse_usd_amount, parse_usd_limit
+from bot.services.moderation.limits import parse_count_limit, parse_usd_limit
+from bot.services.moderation.money import parse_usd_amount
 from bot.services.quotas import Member
 
 REASON_MAX = 500

@@ -25,9 +25,10 @@ from bot.discordbot import render_job
 from bot.discordbot.app import RESTARTING, KlingBot
 from bot.discordbot.cogs.errors import report_error
 from bot.discordbot.interactions import PROGRESS_LINK_WAIT_S, member_of, missing_permissions
-from bot.discordbot.permissions import is_moderator
+from bot.discordbot.permissions import is_moderator, may_manage_job
 from bot.discordbot.render_member import details_embed
 from bot.errors import NotPermitted, UserFacingError
+from bot.services.moderation import permissions as rule
 from bot.services.sink import ProgressUpdate, phase_of
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,6 @@ async def job_here(bot: KlingBot, interaction: discord.Interaction, job_id: int)
     raise UserFacingError(f"There is no job #{job_id} here.")
 
 
-async def owner_or_moderator(bot: KlingBot, interaction: discord.Interaction, job: JobRecord) -> bool:
-    """True for the job's owner or a moderator (False for anyone else)."""
-    if job.user_id == interaction.user.id:
-        return True
-    return await is_moderator(bot.running().db, interaction)
-
-
 def _ephemeral_text(interaction: discord.Interaction, text: str) -> Any:
     return interaction.edit_original_response(content=text, allowed_mentions=discord.AllowedMentions.none())
 
@@ -199,7 +193,7 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
     async def delete(self, interaction: discord.Interaction, job_id: int) -> None:
         bot = self.bot
         job = await job_here(bot, interaction, job_id)
-        if not await owner_or_moderator(bot, interaction, job):
+        if not await may_manage_job(bot.running().db, interaction, job):
             raise NotPermitted(f"Only <@{job.user_id}>, who made job #{job.id}, or a moderator can "
                                "delete it.")
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -219,12 +213,13 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
         bot = self.bot
         live = bot.running()
         job = await job_here(bot, interaction, job_id)
-        allowed = await owner_or_moderator(bot, interaction, job)
-        if not allowed:
+        member = member_of(interaction)
+        moderator = await is_moderator(live.db, interaction)
+        if not rule.may_manage_job(job, member, moderator=moderator):
             raise NotPermitted(f"Only <@{job.user_id}>, who started job #{job.id}, or a moderator can "
                                "cancel it.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        outcome = await live.engine.cancel(job_id, member_of(interaction), is_moderator=allowed)
+        outcome = await live.engine.cancel(job_id, member, is_moderator=moderator)
         log.info("job %s: cancel asked by user %s (now %s)", job_id, interaction.user.id, outcome.job.state)
         updated = outcome.job
         phase = phase_of(updated.state)

@@ -19,9 +19,10 @@ from bot.db.jobs import member_jobs, results_for_job
 from bot.db.money import job_money
 from bot.db.records import ACTIVE_STATES, ResultRecord
 from bot.discordbot.app import KlingBot
-from bot.discordbot.cogs.buttons import components_for, job_here, model_label, owner_or_moderator
+from bot.discordbot.cogs.buttons import components_for, job_here, model_label
 from bot.discordbot.interactions import member_of
 from bot.discordbot.options import JobId
+from bot.discordbot.permissions import may_manage_job
 from bot.discordbot.render_member import HISTORY_MAX, RepostItem, history_embed, job_message, quota_embed
 from bot.errors import NotPermitted
 
@@ -99,7 +100,7 @@ async def show_job(bot: KlingBot, interaction: discord.Interaction, job_id: int)
     refuse_dm(bot, interaction)
     live = bot.running()
     job = await job_here(bot, interaction, job_id)
-    if not await owner_or_moderator(bot, interaction, job):
+    if not await may_manage_job(live.db, interaction, job):
         raise NotPermitted("You can only look at your own jobs; moderators can look at anyone's.")
     results = await results_for_job(live.db, job.id)
     money = await job_money(live.db, job.id)

@@ -1,14 +1,10 @@
-"""Guild-wide moderator actions (pause, generation channels, blocklist, budget, moderator role, log
-channel, safety mode), mixed into ``Moderation``: each one validates, writes and audits in the one
-transaction that ``_act`` opens."""
+"""Guild-wide actions: pause, generation channels, blocklist, moderator role, log channel, safety
+mode, and the settings they make up."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from bot.config import SAFETY_MODES, Config, micro_to_usd
-from bot.db import Conn, Database
+from bot.config import SAFETY_MODES
+from bot.db import Conn
 from bot.db.guilds import (
     add_blocklist_term,
     add_gen_channel,
@@ -21,49 +17,37 @@ from bot.db.guilds import (
 )
 from bot.db.records import GuildSettings
 from bot.errors import InvalidInput, UserFacingError
-from bot.services.moderation_values import (
-    KEEP,
-    MAX_TERM,
-    SAFETY_STRENGTH,
-    USD_ALLOWED,
-    Change,
-    Diff,
-    Limit,
-    clean_reason,
-    ids_text,
-    limit_text,
-    pause_text,
-    stored_limit,
-    terms_text,
-)
+from bot.services.moderation.audit import AuditedActions, Change, Diff, clean_reason
+
+MAX_TERM = 100
+SAFETY_STRENGTH = {mode: rank for rank, mode in enumerate(SAFETY_MODES)}  # none < fast < full
 
 
-class GuildActions:
-    db: Database
-    cfg: Config
-    _act: Callable[..., Any]
+def blocked_term_text(term: str) -> str:
+    """A blocklist term as stored: whitespace collapsed, 1 to MAX_TERM characters."""
+    text = " ".join((term or "").split())
+    if not text.strip("*") or len(text) > MAX_TERM:
+        raise InvalidInput("term", term, f"a word or phrase of 1 to {MAX_TERM} characters "
+                           "(a * at either end matches any continuation)")
+    return text
 
-    async def set_budget(self, guild_id: int, amount: Limit, *, actor: str, reason: str | None = None
-                         ) -> Change:
-        """The guild's monthly budget: micro-USD, UNLIMITED, or DEFAULT (limits.guild_monthly_usd)."""
-        if amount is KEEP:
-            raise InvalidInput("amount", "nothing", USD_ALLOWED)
-        column = stored_limit("amount", amount, None)
 
-        def change(c: Conn, gid: int) -> Diff:
-            old = get_guild_settings(c, gid)
-            # A new budget is measured afresh: its 80% / 100% warnings may come again this month.
-            update_guild_settings(c, gid, monthly_budget_micro=column, budget_warned_month=None,
-                                    budget_warned_level=0)
-            return "budget.set", None, self._budget_text(old.monthly_budget_micro), self._budget_text(column)
+def pause_text(s: GuildSettings) -> str:
+    if not s.paused:
+        return "running"
+    return f"paused: {s.pause_reason}" if s.pause_reason else "paused"
 
-        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
-    def _budget_text(self, column: int | None) -> str:
-        if column is None:
-            default = self.cfg.limits.guild_monthly_micro_usd
-            return f"default ({'unlimited' if default is None else micro_to_usd(default)})"
-        return limit_text(column, True)
+def terms_text(count: int) -> str:
+    return "1 term" if count == 1 else f"{count} terms"
+
+
+def ids_text(kind: str, ids: list[int], empty: str) -> str:
+    return " ".join(f"{kind}:{i}" for i in ids) if ids else empty
+
+
+class GuildActions(AuditedActions):
+    # ---- pause ---------------------------------------------------------------------------------
 
     async def pause(self, guild_id: int, *, actor: str, reason: str | None = None) -> Change:
         why = clean_reason(reason)
@@ -115,7 +99,7 @@ class GuildActions:
 
     async def add_blocked_term(self, guild_id: int, term: str, *, actor: str, reason: str | None = None
                                ) -> Change:
-        text = self._term(term)
+        text = blocked_term_text(term)
 
         def change(c: Conn, gid: int) -> Diff:
             before = len(list_blocklist(c, gid))
@@ -127,7 +111,7 @@ class GuildActions:
 
     async def remove_blocked_term(self, guild_id: int, term: str, *, actor: str,
                                   reason: str | None = None) -> Change:
-        text = self._term(term)
+        text = blocked_term_text(term)
 
         def change(c: Conn, gid: int) -> Diff:
             before = len(list_blocklist(c, gid))
@@ -139,14 +123,6 @@ class GuildActions:
 
     async def list_blocklist(self, guild_id: int) -> list[str]:
         return await self.db.run(list_blocklist, guild_id)
-
-    @staticmethod
-    def _term(term: str) -> str:
-        text = " ".join((term or "").split())
-        if not text.strip("*") or len(text) > MAX_TERM:
-            raise InvalidInput("term", term, f"a word or phrase of 1 to {MAX_TERM} characters "
-                               "(a * at either end matches any continuation)")
-        return text
 
     # ---- guild settings ------------------------------------------------------------------------
 
