@@ -1,34 +1,40 @@
-"""/genadmin, the moderator console (SPEC 2.3). The subcommands live in admin_members.py (limits,
-money, bans) and admin_guild.py (pause, channels, blocklist, settings, usage, audit); this module
-owns the group, the run-time moderator check, the replies and the log channel, and the loop that
-posts budget warnings.
+"""/genadmin, the moderator console (SPEC 2.3): the root group with its top-level subcommands
+(credit, ban, unban, refund; pause, resume, usage, audit), the subgroups from admin_members.py
+(quota, role-quota) and admin_guild.py (channels, blocklist, budget, modrole, logchannel, safety),
+and the cog: the run-time moderator check, the replies, the log channel, and the loop that posts
+budget warnings.
 
 Discord's ``default_permissions(manage_guild)`` only hides the command: a server may hand it to
-anyone. So every handler starts with ``await cog.begin(interaction)``, which checks again at run time
-(Manage Server, or the guild's moderator role) and gives the guild and the actor for the audit.
+anyone. So every handler starts with ``await console.begin(interaction)``, which checks again at run
+time (Manage Server, or the guild's moderator role) and gives the guild and the actor for the audit.
 """
 
 # No `from __future__ import annotations`: discord.py reads the callbacks' annotations at runtime.
 
 import asyncio
+import io
 import logging
 from typing import Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import Choice, Range
 from discord.ext import commands, tasks
 
 from bot.db.connection import Database
 from bot.discordbot import render_admin
 from bot.discordbot.app import KlingBot
-from bot.discordbot.cogs import admin_guild, admin_members  # the two halves of the command tree
+from bot.discordbot.cogs.admin_group import WHY, Reason
+from bot.discordbot.cogs.admin_guild import SERVER_GROUPS
+from bot.discordbot.cogs.admin_members import MEMBER_GROUPS
+from bot.discordbot.options import JobId
 from bot.discordbot.pacer import ROUTINE
 from bot.discordbot.permissions import is_moderator
 from bot.errors import NotPermitted
 from bot.services.moderation import Moderation
 from bot.services.moderation.audit import Change
-from bot.services.moderation.money import BudgetWarning
-from bot.services.usage import Usage
+from bot.services.moderation.money import BudgetWarning, parse_usd_amount
+from bot.services.usage import GROUPINGS, PERIODS, Usage
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +42,97 @@ BUDGET_CHECK_S = 30.0
 NO_MENTIONS = discord.AllowedMentions.none()
 REFUSAL = ("Only moderators can use /genadmin: it needs the Manage Server permission or this "
            "server's moderator role.")
+AUDIT_DEFAULT, AUDIT_MAX = 10, 50
+
+
+class GenAdmin(app_commands.Group, name="genadmin", description="Moderate video generation on this server",
+               guild_only=True, default_permissions=discord.Permissions(manage_guild=True)):
+    def __init__(self, console: "AdminCog") -> None:
+        super().__init__()
+        self.console = console
+        for group in (*MEMBER_GROUPS, *SERVER_GROUPS):
+            group(console, parent=self)
+
+    # ---- members -------------------------------------------------------------------------------
+
+    @app_commands.command(name="credit", description="Add to (or, negative, take from) a member's USD this month")
+    @app_commands.describe(user="The member", amount="USD, e.g. 2.50 or -1", reason=WHY)
+    async def credit(self, interaction: discord.Interaction, user: discord.User, amount: float,
+                     reason: Reason) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        micro = parse_usd_amount("amount", str(amount))
+        change = await self.console.mod.credit(guild_id, user.id, micro, actor=actor, reason=reason)
+        await self.console.done(interaction, change)
+
+    @app_commands.command(name="ban", description="Stop a member from generating videos here")
+    @app_commands.describe(user="The member", reason="Why (the member is told)")
+    async def ban(self, interaction: discord.Interaction, user: discord.User, reason: Reason) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        await self.console.done(interaction, await self.console.mod.ban(guild_id, user.id, actor=actor,
+                                                                        reason=reason))
+
+    @app_commands.command(name="unban", description="Let a banned member generate videos again")
+    @app_commands.describe(user="The member", reason=WHY)
+    async def unban(self, interaction: discord.Interaction, user: discord.User,
+                    reason: Reason | None = None) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        await self.console.done(interaction, await self.console.mod.unban(guild_id, user.id, actor=actor,
+                                                                          reason=reason))
+
+    @app_commands.command(name="refund", description="Give a finished job's cost back to its member's limits")
+    @app_commands.describe(job="The job number (#)", reason=WHY)
+    async def refund(self, interaction: discord.Interaction, job: JobId,
+                     reason: Reason) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        change = await self.console.mod.refund(job, actor=actor, reason=reason, guild_id=guild_id)
+        await self.console.done(interaction, change)
+
+    # ---- the server ----------------------------------------------------------------------------
+
+    @app_commands.command(name="pause", description="Stop new videos on this server (queued ones still run)")
+    @app_commands.describe(reason="Why (members see it)")
+    async def pause(self, interaction: discord.Interaction, reason: Reason | None = None) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        await self.console.done(interaction, await self.console.mod.pause(guild_id, actor=actor, reason=reason))
+
+    @app_commands.command(name="resume", description="Allow new videos again")
+    @app_commands.describe(reason=WHY)
+    async def resume(self, interaction: discord.Interaction, reason: Reason | None = None) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        await self.console.done(interaction, await self.console.mod.resume(guild_id, actor=actor, reason=reason))
+
+    @app_commands.command(name="usage", description="Videos and spend per member, model or day, with a CSV")
+    @app_commands.describe(period="Which jobs (default: this month)", by="One row per (default: member)")
+    @app_commands.choices(period=[Choice(name=p, value=p) for p in PERIODS],
+                          by=[Choice(name=g, value=g) for g in GROUPINGS])
+    async def usage(self, interaction: discord.Interaction, period: str = "month", by: str = "user") -> None:
+        console = self.console
+        guild_id, actor = await console.begin(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report = await console.usage.report(guild_id, period, by)
+        data = report.csv().encode()
+        change = await console.mod.record(guild_id, "usage.export", actor=actor,
+                                          after=f"period={period} by={by} rows={len(report.rows)}")
+        await interaction.followup.send(embed=render_admin.usage_embed(report), ephemeral=True,
+                                        file=discord.File(io.BytesIO(data), filename=report.filename),
+                                        allowed_mentions=NO_MENTIONS)
+        console.announce_change(change)
+
+    @app_commands.command(name="audit", description="The latest moderator actions")
+    @app_commands.describe(count=f"How many (1 to {AUDIT_MAX}, default {AUDIT_DEFAULT})")
+    async def audit(self, interaction: discord.Interaction,
+                    count: Range[int, 1, AUDIT_MAX] = AUDIT_DEFAULT) -> None:
+        guild_id, _ = await self.console.begin(interaction)
+        records = await self.console.mod.audit(guild_id, count)
+        await self.console.say(interaction, embed=render_admin.audit_embed(records))
+
+
 class AdminCog(commands.Cog):
     def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
         self._mod: Moderation | None = None
         self._usage: Usage | None = None
-        self.group = app_commands.Group(
-            name="genadmin", description="Moderate video generation on this server", guild_only=True,
-            default_permissions=discord.Permissions(manage_guild=True),
-        )
-        admin_members.add_commands(self.group, self)
-        admin_guild.add_commands(self.group, self)
+        self.group = GenAdmin(self)
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.group, override=True)
