@@ -174,3 +174,17 @@ async def download_to_file(
         tmp.unlink(missing_ok=True)
         raise
     return written
+
+
+def prune_old_files(folder: Path, pattern: str, cutoff: float) -> int:
+    """Delete the files in ``folder`` matching ``pattern`` last written before ``cutoff`` (epoch s);
+    returns how many. Files that vanish or resist meanwhile are skipped. Blocking: run it in a thread."""
+    removed = 0
+    for path in folder.glob(pattern) if folder.is_dir() else ():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed

@@ -10,7 +10,8 @@ import signal
 NAMES = (
     "after_reserve",          # job row queued + reserve ledger row committed
     "after_upload",           # frames uploaded, imageUUIDs stored
-    "before_submit",          # job claimed for submission, request not yet sent
+    "before_submit",          # job claimed, submit_sent_at written, request not yet sent
+    "submit_acknowledged",    # Runware acknowledged the task, 'submitted' not yet written
     "after_submit",           # Runware acknowledged, state 'submitted' written
     "after_result_recorded",  # a result row written, not yet delivered
     "after_settle",           # cost settled, results not yet delivered

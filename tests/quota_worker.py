@@ -8,6 +8,9 @@ prints one JSON line: {"admitted": [job ids], "refused": {limit: n}, "errors": [
 
 mode "create-one": creates one job and finishes it as the spec says; with KLINGBOT_FAILPOINT set the
 process kills itself at that point (crash tests).
+
+mode "refund": a moderator's refund of job ``job_id``, after the same barrier; prints
+{"refunded": micro-USD} or {"refused": the message the moderator sees}.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.config import LimitsConfig  # noqa: E402
+from bot.config import Config, LimitsConfig  # noqa: E402
 from bot.db import open_database  # noqa: E402
-from bot.errors import LimitExceeded  # noqa: E402
+from bot.errors import LimitExceeded, UserFacingError  # noqa: E402
 from bot.services.clock import FixedClock  # noqa: E402
 from bot.services.jobs import JobStore  # noqa: E402
+from bot.services.moderation import Moderation  # noqa: E402
 from bot.services.quotas import Member, Quotas  # noqa: E402
 
 
@@ -49,6 +53,16 @@ async def main(db_path: str, spec: dict) -> None:
 
         print("ready", flush=True)
         sys.stdin.readline()  # the barrier
+
+        if spec["mode"] == "refund":
+            mod = Moderation(db, Config(), clock)
+            try:
+                change = await mod.refund(spec["job_id"], actor=spec["actor"], reason="two moderators at once",
+                                          guild_id=spec["guild_id"])
+                print(json.dumps({"refunded": change.amount_micro}), flush=True)
+            except UserFacingError as exc:
+                print(json.dumps({"refused": exc.message}), flush=True)
+            return
 
         async def one(i: int) -> int | str:
             try:

@@ -147,6 +147,8 @@ async def test_bot_killed_at_a_failpoint_then_restarted(scenarios, failpoint: st
     assert job.notified_at is not None and job.result_message_id == final.id
     kinds = Counter(r.kind for r in ledger)
     assert kinds["reserve"] == 1 and kinds["settle"] + kinds["release"] == 1, kinds
+    # Every cent Runware billed is settled in the ledger, and nothing it did not bill.
+    assert sum(r.amount_micro for r in ledger if r.kind == "settle") == sim.stats.billed_micro
 
     if failpoint == "after_reserve":
         # The frame lived only in the dead process: the member is told, nothing is charged.

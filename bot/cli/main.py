@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     quota = with_config(sub.add_parser("quota", help="show or change a member's quota"))
     quota.add_argument("action", choices=["show", "set", "reset", "credit"])
-    quota.add_argument("--guild", type=int, default=0, metavar="ID")
+    quota.add_argument("--guild", default="0", metavar="ID|dm", help="0 = the terminal, dm = direct messages")
     quota.add_argument("--user", type=int, default=0, metavar="ID")
     quota.add_argument("--daily-videos", metavar="N|unlimited")
     quota.add_argument("--monthly-usd", metavar="USD|unlimited")
@@ -91,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--period", choices=["today", "7d", "month", "all"], default="month")
     usage.add_argument("--by", choices=["user", "model", "day"], default="user")
     usage.add_argument("--csv", metavar="FILE")
-    usage.add_argument("--guild", type=int, metavar="ID")
+    usage.add_argument("--guild", metavar="ID|dm", help="0 = the terminal, dm = direct messages")
 
     jobs = with_config(sub.add_parser("jobs", help="list jobs"))
     jobs.add_argument("--state", help="queued, submitted, processing, succeeded, failed, timed_out, cancelled")
     jobs.add_argument("--limit", type=int, default=50)
-    jobs.add_argument("--guild", type=int, metavar="ID", help="only this guild's jobs (0 = the terminal)")
+    jobs.add_argument("--guild", metavar="ID|dm", help="only this guild's jobs (0 = the terminal, dm = DMs)")
 
     backup = with_config(sub.add_parser("backup", help="online backup of the database"))
     backup.add_argument("path")

@@ -33,7 +33,7 @@ from bot.services.moderation.audit import Change
 from bot.services.moderation.limits import limits_text, parse_count_limit, parse_usd_limit
 from bot.services.moderation.members import MemberReport
 from bot.services.moderation.money import parse_usd_amount
-from bot.services.quotas import Member, Quotas
+from bot.services.quotas import DM_SCOPE, Member, Quotas, scope_name
 from bot.services.usage import MONEY_COLUMNS, Usage, UsageLine, UsageReport
 
 HEALTH_MIN_AGE_S = 30.0
@@ -189,7 +189,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         raise InvalidInput("--state", args.state, "one of " + ", ".join(ALL_STATES))
     if args.limit < 1:
         raise InvalidInput("--limit", args.limit, "a whole number of at least 1")
-    print(asyncio.run(_jobs(cfg, state, args.limit, getattr(args, "guild", None))))
+    print(asyncio.run(_jobs(cfg, state, args.limit, parse_scope(getattr(args, "guild", None)))))
     return 0
 
 
@@ -245,7 +245,7 @@ def _left(value: int | None, money: bool) -> str:
 def report_text(r: MemberReport, now: float) -> str:
     u, lim = r.usage, r.usage.limits
     m = u.member
-    who = "the terminal (guild 0)" if m.guild_id == 0 else f"guild {m.guild_id}"
+    who = scope_name(m.guild_id)
     allowance = _limit(lim.monthly_micro, True)
     if u.credit_month_micro and lim.monthly_micro is not None:
         sign = "+" if u.credit_month_micro > 0 else "-"
@@ -264,7 +264,7 @@ def report_text(r: MemberReport, now: float) -> str:
         f"  guild this month: {micro_to_usd(u.guild_spent_month_micro)} of "
         f"{_limit(lim.guild_monthly_micro, True)} budget",
         f"  banned: {r.ban.reason or 'yes'}" if r.ban else "  not banned",
-    ] + ([] if m.guild_id == 0 else
+    ] + ([] if m.guild_id <= 0 else
          ["  (role overrides are not applied here: the terminal does not know the member's roles)"]))
 
 
@@ -295,10 +295,22 @@ async def _quota(cfg: Config, args: argparse.Namespace) -> str:
         return change_text(change)
 
 
+def parse_scope(text: str | int | None) -> int | None:
+    """``--guild``: a Discord guild id, 0 for the terminal, or ``dm`` for direct messages."""
+    if text is None:
+        return None
+    word = str(text).strip().lower()
+    if word == "dm":
+        return DM_SCOPE
+    if not word.isdigit():
+        raise InvalidInput("--guild", text, "a Discord guild id, 0 for the terminal, or dm for direct messages")
+    return int(word)
+
+
 def _check_quota_args(args: argparse.Namespace) -> None:
-    for flag, value in (("--guild", args.guild), ("--user", args.user)):
-        if value < 0:
-            raise InvalidInput(flag, value, "a Discord id, or 0 for the terminal")
+    args.guild = parse_scope(args.guild)
+    if args.user < 0:
+        raise InvalidInput("--user", args.user, "a Discord id, or 0 for the terminal")
     limit_flags = {"--daily-videos": args.daily_videos, "--monthly-usd": args.monthly_usd,
                    "--max-concurrent": args.max_concurrent}
     given = [flag for flag, value in limit_flags.items() if value is not None]
@@ -337,7 +349,7 @@ def usage_table(report: UsageReport) -> str:
     rows = [cells(r) for r in report.rows]
     rows.append(cells(report.total))
     headers = [report.by, "jobs", "videos", *MONEY_COLUMNS]
-    where = "all guilds" if report.guild_id is None else f"guild {report.guild_id}"
+    where = "all guilds" if report.guild_id is None else scope_name(report.guild_id)
     since = f"since {report.since_day}" if report.since_day else "all time"
     title = f"usage by {report.by}, {where}, {report.period} ({since}), USD"
     return title + "\n" + table(headers, rows, right=range(1, len(headers)))
@@ -350,8 +362,7 @@ async def _usage(cfg: Config, args: argparse.Namespace) -> UsageReport:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    if args.guild is not None and args.guild < 0:
-        raise InvalidInput("--guild", args.guild, "a Discord guild id, or 0 for the terminal")
+    args.guild = parse_scope(args.guild)
     report = asyncio.run(_usage(cfg, args))
     if args.csv == "-":
         sys.stdout.write(report.csv())

@@ -12,11 +12,11 @@ from bot.db.connection import Conn, query
 from bot.db.records import JobRecord, ResultRecord
 
 _FINAL_ROW = "SELECT 1 FROM ledger l WHERE l.job_id = j.id AND l.kind IN ('settle', 'release')"
-# At Runware, hence polled: submitted/processing, and timed-out or cancelled-after-submit jobs whose
-# cost has not settled yet (the late window is closed by JobStore.expire / close_late_window).
+# At Runware, hence polled: submitted/processing, and timed-out or cancelled jobs that were sent
+# (acknowledged or not) whose cost has not settled yet (the late window is closed by JobStore.expire).
 _AT_RUNWARE = f"""
     (j.state IN ('submitted', 'processing')
-     OR (j.state IN ('timed_out', 'cancelled') AND j.submitted_at IS NOT NULL
+     OR (j.state IN ('timed_out', 'cancelled') AND j.submit_sent_at IS NOT NULL
          AND NOT EXISTS ({_FINAL_ROW})))"""
 
 
@@ -87,11 +87,24 @@ def set_image_uuids(c: Conn, job_id: int, image_uuids: dict[str, str]) -> bool:
 
 
 @query
+def mark_sending(c: Conn, job_id: int, now: float) -> bool:
+    """Before the submit goes out: from now on Runware may have the job. False when it is no
+    longer a queued job without a cancel (then it must not be sent)."""
+    rows = c.fetchall(
+        """UPDATE jobs SET submit_sent_at = COALESCE(submit_sent_at, ?)
+           WHERE id = ? AND state = 'queued' AND cancel_requested = 0 RETURNING id""",
+        (now, job_id),
+    )
+    return bool(rows)
+
+
+@query
 def mark_submitted(c: Conn, job_id: int, now: float, next_poll_at: float) -> bool:
     rows = c.fetchall(
-        """UPDATE jobs SET state = 'submitted', submitted_at = ?, next_poll_at = ?
+        """UPDATE jobs SET state = 'submitted', submitted_at = ?, next_poll_at = ?,
+               submit_sent_at = COALESCE(submit_sent_at, ?)
            WHERE id = ? AND state = 'queued' RETURNING id""",
-        (now, next_poll_at, job_id),
+        (now, next_poll_at, now, job_id),
     )
     return bool(rows)
 

@@ -51,10 +51,16 @@ class JobRecord:
     upload_limit: int | None
     parent_job_id: int | None
     created_by: str | None = None  # "host:pid:run" of the process that created it (migration 002)
+    submit_sent_at: float | None = None  # the bot began sending it: Runware may have it (migration 003)
 
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def may_be_at_runware(self) -> bool:
+        """Sent (acknowledged or not): Runware may run and bill it, whatever happens here."""
+        return self.submit_sent_at is not None or self.submitted_at is not None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRecord:

@@ -18,7 +18,7 @@ from bot.download import fetch_bytes
 from bot.errors import InvalidInput, NotPermitted, UserFacingError
 from bot.images import MAX_IMAGE_BYTES, CheckedImage, check_frame_pair, check_image_async
 from bot.requests import ResolvedRequest, resolve_request
-from bot.services.quotas import Member
+from bot.services.quotas import DM_SCOPE, Member
 
 if TYPE_CHECKING:
     from bot.discordbot.app import KlingBot
@@ -75,7 +75,8 @@ def member_of(interaction: discord.Interaction) -> Member:
     # The role ids as Discord sent them with the interaction: Member.roles would drop any role
     # missing from the cache, and with it that role's quota override.
     role_ids = tuple(int(r) for r in getattr(user, "_roles", ()) or ())
-    return Member(guild_id=interaction.guild_id or 0, user_id=user.id, role_ids=role_ids)
+    guild_id = DM_SCOPE if interaction.guild_id is None else interaction.guild_id
+    return Member(guild_id=guild_id, user_id=user.id, role_ids=role_ids)
 
 
 def missing_permissions(interaction: discord.Interaction) -> list[str]:

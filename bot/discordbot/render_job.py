@@ -38,7 +38,7 @@ def discord_time(ts: float, style: str = "R") -> str:
 
 
 def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
-    where = guild_id if guild_id else "@me"
+    where = guild_id if guild_id and guild_id > 0 else "@me"  # DMs (and the terminal's scope)
     return f"https://discord.com/channels/{where}/{channel_id}/{message_id}"
 
 
@@ -287,6 +287,13 @@ def queued_reply(job: JobRecord, *, progress_url: str | None, position: int | No
         f"Reserved {micro_to_usd(job.estimate_micro)} of your quota; "
         "the cost settles to what Runware reports."
     )
+
+
+def refused_post_alert(job: JobRecord, times: int, code: int, by_dm: bool) -> str:
+    """For the ops channel: a job's result that a channel kept refusing (400)."""
+    where = "by DM" if by_dm else "nowhere: the member takes no DMs either"
+    return (f"Discord refused job #{job.id}'s result in <#{job.channel_id}> {times} times (400, code {code}); "
+            f"it was delivered {where}.")
 
 
 def lost_permission_dm(job: JobRecord) -> str:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from bot.db.jobs import set_progress_message
 from bot.db.records import JobRecord
 from bot.discordbot import render_job
 from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer
+from bot.download import prune_old_files
 from bot.services.sink import DeliveryFailed, Outcome, ProgressUpdate
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ MAX_FILES = 10
 UNKNOWN_CHANNEL = 10003
 UNKNOWN_MESSAGE = 10008
 TOO_LARGE = 40005
+REFUSALS_BEFORE_DM = 3  # 400s on a final post (a locked or archived thread...) before it goes by DM
 # Network trouble between us and Discord: worth another try later.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -80,6 +83,7 @@ class DiscordSink:
         self.pacer = pacer or ChannelPacer()
         self._clock = clock
         self._tracks: dict[int, _Track] = {}
+        self._refusals: Counter[int] = Counter()  # job id -> 400s on its final post (memory only)
         self.components_for: ComponentsFor | None = None
         self._pruned_at = -PRUNE_EVERY_S
 
@@ -93,7 +97,7 @@ class DiscordSink:
         """The interaction's upload limit, else the guild's, else Discord's default for bots."""
         if job.upload_limit:
             return int(job.upload_limit)
-        guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
+        guild = self.bot.get_guild(job.guild_id) if job.guild_id > 0 else None
         if guild is not None and guild.filesize_limit:
             return int(guild.filesize_limit)
         return DEFAULT_UPLOAD_LIMIT
@@ -116,21 +120,7 @@ class DiscordSink:
         if now - self._pruned_at < PRUNE_EVERY_S:
             return 0
         self._pruned_at = now
-        folder = self.downloads
-        cutoff = now - self.cfg.runware.output_ttl_s
-
-        def prune() -> int:
-            removed = 0
-            for path in folder.glob("job*") if folder.is_dir() else ():
-                try:
-                    if path.stat().st_mtime < cutoff:
-                        path.unlink()
-                        removed += 1
-                except OSError:
-                    continue
-            return removed
-
-        return await asyncio.to_thread(prune)
+        return await asyncio.to_thread(prune_old_files, self.downloads, "job*", now - self.cfg.runware.output_ttl_s)
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -148,7 +138,7 @@ class DiscordSink:
             return {}
 
     def _channel(self, job: JobRecord) -> discord.PartialMessageable:
-        return self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id or None)
+        return self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id if job.guild_id > 0 else None)
 
     def _track(self, job: JobRecord) -> _Track:
         track = self._tracks.get(job.id)
@@ -299,19 +289,28 @@ class DiscordSink:
             message = await self.pacer.run(job.channel_id, lambda: post(self._channel(job), True),
                                            priority=URGENT)
         except discord.HTTPException as exc:
-            if not _is_lost_channel(exc):
+            refused = not _is_lost_channel(exc) and self._refused_for_good(job, exc)
+            if not _is_lost_channel(exc) and not refused:
                 raise DeliveryFailed(f"Discord answered {exc.status} ({exc.code})") from exc
-            log.info("job %s: channel %s is closed to the bot (%s); delivering by DM", job.id, job.channel_id,
-                     exc.code)
+            log.info("job %s: channel %s does not take the result (%s %s); delivering by DM", job.id,
+                     job.channel_id, exc.status, exc.code)
             track.muted = True
             dm_message = await self._deliver_dm(job, post)
             self._tracks.pop(job.id, None)
+            if refused:
+                del self._refusals[job.id]
+                await self.alert(render_job.refused_post_alert(job, REFUSALS_BEFORE_DM, exc.code, bool(dm_message)))
             return dm_message.id if dm_message else None
         except _TRANSPORT_ERRORS as exc:
             raise DeliveryFailed(f"network error talking to Discord ({type(exc).__name__})") from exc
         self._finish_progress(job, track, message)
         self._tracks.pop(job.id, None)
         return message.id
+
+    def _refused_for_good(self, job: JobRecord, exc: discord.HTTPException) -> bool:
+        """Counts a 400 on this job's final post: True once it reached REFUSALS_BEFORE_DM."""
+        self._refusals[job.id] += exc.status == 400
+        return exc.status == 400 and self._refusals[job.id] >= REFUSALS_BEFORE_DM
 
     async def _deliver_dm(self, job: JobRecord, post: Callable[..., Any]) -> discord.Message | None:
         try:

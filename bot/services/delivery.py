@@ -50,6 +50,7 @@ class Deliverer:
         self.media = media or MediaWorkers(cfg.delivery.transcode_concurrency)
         self._wake = wake or (lambda: None)
         self._failures: dict[int, tuple[int, float]] = {}  # job id -> (attempts, next try); memory only
+        self.retry_base_s = RETRY_BASE_S
         # (job id, result id) -> the running or finished fit; memory only (a fitted file on disk
         # is found again after a restart).
         self._fits: dict[tuple[int, int], asyncio.Task[FittedVideo | str]] = {}
@@ -89,7 +90,7 @@ class Deliverer:
                 break  # the rest of this channel waits its turn behind it
             except Exception:
                 log.exception("job %s: delivery failed (attempt %d); will retry", job.id, attempts + 1)
-                delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempts)
+                delay = min(RETRY_CAP_S, self.retry_base_s * 2**attempts)
                 self._failures[job.id] = (attempts + 1, now + delay)
                 continue
             self._failures.pop(job.id, None)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import httpx
 
-from bot import failpoints
 from bot.config import Config
 from bot.db.connection import Database
 from bot.db.guilds import get_guild_settings
@@ -243,7 +242,7 @@ class Engine:
         if job.state not in ("queued", "submitted", "processing") or job.cancel_requested:
             raise UserFacingError(f"Job #{job_id} is already {job.state}; there is nothing to cancel.")
         updated = await self.store.request_cancel(job_id, f"discord:{member.user_id}")
-        if updated.state == "cancelled":
+        if updated.state == "cancelled" and not updated.may_be_at_runware:
             message = f"Job #{job_id} was cancelled before it reached Runware; nothing was charged."
         else:
             message = (
@@ -328,11 +327,8 @@ class Engine:
             safety_mode=(await get_guild_settings(self.db, job.guild_id)).safety_mode,
             webhook_url=self.webhook_url_for(job),
         )
-        current = await get_job(self.db, job.id)
-        if current is not None and current.cancel_requested:
-            await self.store.unclaim(job.id)  # cancelled while waiting for its turn: never sent, free
-            return
-        failpoints.hit("before_submit")
+        if not await self.store.begin_submit(job.id):
+            return  # cancelled or finished while waiting for its turn
         try:
             await self.client.submit(task)
         except RequestValidationError as exc:

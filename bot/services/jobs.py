@@ -4,8 +4,13 @@ failpoint, so a process killed right after any of them resumes from the database
 
 Money rules applied by ``finish``: a known cost settles (a failure billed 0 releases instead); an
 unknown cost releases, except for jobs that may still be billed (timed out, or cancelled after they
-were submitted): their reserve stays open until a late ``finish`` brings the cost, or ``expire``
-(the poller, once the late window has passed) releases it.
+were sent): their reserve stays open until a late ``finish`` brings the cost, or ``expire``
+(the poller, once the late window has passed) settles what arrived and releases the rest.
+
+The submit window: ``begin_submit`` writes ``submit_sent_at`` before the request goes out, so from
+then on the job counts as possibly at Runware even while it is still 'queued' (killed before
+``mark_submitted``, or the answer lost). A cancel then never frees it: the submitter's outcome
+decides while it lives, and otherwise the job is cancelled with its reserve open and polled.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from bot.db.jobs import (
     late_success,
     mark_delivered,
     mark_notified,
+    mark_sending,
     mark_submitted,
     results_cost,
+    results_for_job,
     set_cancel_requested,
     set_image_uuids,
     unclaim_job,
@@ -36,17 +43,17 @@ from bot.errors import LimitExceeded
 from bot.runware.models import VideoResult
 from bot.services import queue
 from bot.services.clock import Clock, day_of, month_of
-from bot.services.quotas import Member, Quotas
+from bot.services.quotas import TERMINAL_SCOPE, Member, Quotas
 
 SYSTEM_ACTOR = "system"
 
 
 def _actor(member: Member) -> str:
-    return "terminal" if member.guild_id == 0 else f"user:{member.user_id}"
+    return "terminal" if member.guild_id == TERMINAL_SCOPE else f"user:{member.user_id}"
 
 
 def _may_still_bill(state: str, job: JobRecord) -> bool:
-    return state == "timed_out" or (state == "cancelled" and job.submitted_at is not None)
+    return state == "timed_out" or (state == "cancelled" and job.may_be_at_runware)
 
 
 def _ledger(c: Conn, job: JobRecord, kind: str, amount: int, reason: str | None, now: float) -> int | None:
@@ -162,8 +169,28 @@ class JobStore:
         await self.db.run(set_image_uuids, job_id, image_uuids)
         failpoints.hit("after_upload")
 
+    async def begin_submit(self, job_id: int) -> bool:
+        """Just before its submit goes out: True when the job may be sent, with ``submit_sent_at``
+        written first (DB before the call). False when it must not be sent: finished meanwhile, or
+        cancelled (then it is finished here: free if it was never sent, else cancel_sent)."""
+        send = await self.db.run_tx(self._begin_submit, job_id, self.clock.now())
+        if send:
+            failpoints.hit("before_submit")
+        return send
+
+    def _begin_submit(self, c: Conn, job_id: int, now: float) -> bool:
+        job = get_job(c, job_id)
+        if job is None or job.state != "queued":
+            return False
+        if job.cancel_requested:
+            queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now)
+            return False
+        return mark_sending(c, job_id, now)
+
     async def mark_submitted(self, job_id: int, next_poll_at: float) -> bool:
-        """queued -> submitted (Runware acknowledged). False when the job was not queued."""
+        """queued -> submitted (Runware acknowledged). False when the job was not queued (e.g.
+        cancelled while its submit was out: it is polled as a cancelled job)."""
+        failpoints.hit("submit_acknowledged")
         done = await self.db.run(mark_submitted, job_id, self.clock.now(), next_poll_at)
         if done:
             failpoints.hit("after_submit")
@@ -171,7 +198,8 @@ class JobStore:
 
     async def unclaim(self, job_id: int) -> JobRecord | None:
         """Give a claimed queued job back to the queue (its submit failed for now). A cancel asked
-        for while it was being submitted takes effect here: cancelled and released."""
+        for while it was being submitted takes effect here: released if it was never sent, else
+        cancelled with the reserve open (the failed submit may still have reached Runware)."""
         return await self.db.run_tx(self._unclaim, job_id, self.clock.now())
 
     def _unclaim(self, c: Conn, job_id: int, now: float) -> JobRecord | None:
@@ -179,7 +207,7 @@ class JobStore:
         if job is None or job.state != "queued":
             return job
         if job.cancel_requested:
-            queue.cancel_queued(c, job, job.cancelled_by or SYSTEM_ACTOR, now)
+            queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now)
         else:
             unclaim_job(c, job_id)
         return get_job(c, job_id)
@@ -270,30 +298,51 @@ class JobStore:
         return await self.finish(job_id, "timed_out", error, None)
 
     async def expire(self, job_id: int) -> bool:
-        """Close one job's late window: release its still-open reserve. False if nothing was open."""
+        """Close one job's late window: the videos that came are settled at their reported cost
+        (a timed-out job then becomes a partial success whose results are posted, naming the ones
+        that never came); with none, the reserve is released. False if nothing was open."""
         return await self.db.run_tx(self._expire, [job_id], self.clock.now()) == [job_id]
 
     def _expire(self, c: Conn, job_ids: list[int], now: float) -> list[int]:
-        jobs = get_jobs(c, job_ids)
-        released = []
-        for job in jobs:  # a job already settled or released is skipped by the unique index
-            if job.is_final and _ledger(c, job, "release", job.estimate_micro, "no cost reported", now):
-                released.append(job.id)
-        return released
+        closed = []
+        for job in get_jobs(c, job_ids):
+            if not job.is_final or job_money(c, job.id).finalized:
+                continue
+            arrived = results_for_job(c, job.id)
+            if not arrived:
+                _ledger(c, job, "release", job.estimate_micro, "no cost reported", now)
+                closed.append(job.id)
+                continue
+            # Runware billed what it made; a video whose cost it did not say counts at its share
+            # of the estimate (never free by accident). The rest of the reserve goes back.
+            share = job.estimate_micro // job.variations
+            cost = sum(share if r.cost_micro is None else r.cost_micro for r in arrived)
+            missing = max(job.variations - len(arrived), 0)
+            if job.state == "timed_out":
+                came = "1 video" if len(arrived) == 1 else f"{len(arrived)} videos"
+                late_success(c, job.id, f"Only {came} of {job.variations} came: Runware did not finish "
+                             f"the other {missing} in time, and they cost nothing.", missing)
+            _ledger(c, job, "settle", cost, "late window closed", now)
+            closed.append(job.id)
+        return closed
 
     async def request_cancel(self, job_id: int, actor: str) -> JobRecord | None:
-        """Queued: cancelled and released at once. Submitted/processing (or being submitted by this
-        process): ``cancel_requested`` is set; it keeps being polled to settle, and is never delivered.
-        Final jobs are unchanged. Returns the job as it is now (None if there is no such job)."""
+        """Queued and never sent: cancelled and released at once (``begin_submit`` then refuses to
+        send it, in any process). Sent by this process, answer pending: ``cancel_requested``, and the
+        submit's outcome decides. Sent by a process that is gone (or another one): cancel_sent.
+        Submitted/processing: ``cancel_requested``; it keeps being polled to settle, and is never
+        delivered. Final jobs are unchanged. Returns the job as it is now (None if there is none)."""
         return await self.db.run_tx(self._request_cancel, job_id, actor, self.clock.now())
 
     def _request_cancel(self, c: Conn, job_id: int, actor: str, now: float) -> JobRecord | None:
         job = get_job(c, job_id)
         if job is None or job.is_final:
             return job
-        fresh_claim = job.claimed_by == self.run_id and (job.claimed_at or 0) >= now - queue.CLAIM_TTL_S
-        if job.state == "queued" and not fresh_claim:
+        sending_here = job.claimed_by == self.run_id and (job.claimed_at or 0) >= now - queue.CLAIM_TTL_S
+        if job.state == "queued" and not job.may_be_at_runware:
             queue.cancel_queued(c, job, actor, now)
+        elif job.state == "queued" and not sending_here:
+            queue.cancel_sent(c, job, actor, now)
         else:
             set_cancel_requested(c, job_id, actor)
         return get_job(c, job_id)

@@ -7,6 +7,11 @@ again while its submit is in flight. A submit that fails for now should give the
 ``JobStore.unclaim``; a claim older than ``CLAIM_TTL_S`` (forgotten, or left by a dead process) is
 taken again anyway. Submitting twice is harmless: the job keeps its taskUUID, and Runware's
 conflictTaskUUID says the first one got through.
+
+Once its submit has been sent (``submit_sent_at``, written before the request) a queued job may be at
+Runware even though 'submitted' was never written: cancelled then, it is not free but
+``cancel_sent``: final, its reserve open, polled like any job cancelled at Runware until the cost
+comes or the late window closes.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import uuid
 
 from bot.db import Conn, Database
-from bot.db.jobs import claim_jobs, finish_job, get_jobs, set_cancelled_by
+from bot.db.jobs import claim_jobs, finish_job, get_jobs, set_cancelled_by, set_next_poll
 from bot.db.money import insert_ledger
 from bot.db.queue import count_in_flight, lock_queue, next_in_queue, queue_order, stale_cancelled_claims
 from bot.db.records import JobRecord
@@ -64,7 +69,7 @@ def _take(c: Conn, max_in_flight: int, run_id: str, now: float, stale: float) ->
     lock_queue(c)
     # A cancel that came while a job was claimed, whose taker never came back: finish it here.
     for job in get_jobs(c, stale_cancelled_claims(c, stale)):
-        cancel_queued(c, job, job.cancelled_by or "system", now)
+        cancel_waiting(c, job, job.cancelled_by or "system", now)
     slots = max_in_flight - count_in_flight(c, run_id, stale)
     if slots <= 0:
         return []
@@ -74,6 +79,24 @@ def _take(c: Conn, max_in_flight: int, run_id: str, now: float, stale: float) ->
     claim_jobs(c, ids, run_id, now)
     jobs = {job.id: job for job in get_jobs(c, ids)}
     return [jobs[i] for i in ids]
+
+
+def cancel_waiting(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
+    """Cancel a queued job that nobody is submitting: free if it was never sent, else cancel_sent."""
+    if job.may_be_at_runware:
+        return cancel_sent(c, job, actor, now)
+    return cancel_queued(c, job, actor, now)
+
+
+def cancel_sent(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
+    """A queued job whose submit went out unconfirmed (its answer lost, its sender killed): cancelled,
+    the reserve left open. The poller asks Runware about its taskUUID: a cost settles, and the late
+    window's end releases the reserve when Runware never had it."""
+    if not finish_job(c, job.id, "cancelled", f"Cancelled by {actor}", 0, now):
+        return False
+    set_cancelled_by(c, job.id, actor)
+    set_next_poll(c, job.id, now)
+    return True
 
 
 def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float) -> bool:

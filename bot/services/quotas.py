@@ -43,9 +43,22 @@ RUNWARE_PAUSE_KEY = "runware_pause"  # kv: the reason, while Runware refuses our
 BUDGET_WARN_LEVELS = (80, 100)
 
 
+# Where a job's quotas and usage count ("guild_id"): a Discord guild id, or one of these scopes.
+TERMINAL_SCOPE = 0  # `klingbot generate` and the operator's own jobs
+DM_SCOPE = -1  # /video in direct messages (discord.allow_dms): one scope of its own, limits per user
+
+
+def scope_name(guild_id: int) -> str:
+    if guild_id == TERMINAL_SCOPE:
+        return "the terminal (guild 0)"
+    if guild_id == DM_SCOPE:
+        return "direct messages (guild dm)"
+    return f"guild {guild_id}"
+
+
 @dataclass(frozen=True)
 class Member:
-    guild_id: int
+    guild_id: int  # a guild id, TERMINAL_SCOPE or DM_SCOPE
     user_id: int
     role_ids: tuple[int, ...] = ()
 
@@ -188,7 +201,7 @@ class Quotas:
 
     def check_place(self, c: Conn, member: Member, channel_id: int, blocklist_text: str | None) -> None:
         """Generation channels, then the blocklist (against prompt + negative prompt)."""
-        if member.guild_id != 0:
+        if member.guild_id > 0:  # generation channels are a guild's setting
             channels = list_gen_channels(c, member.guild_id)
             if channels and channel_id not in channels:
                 where = ", ".join(f"<#{ch}>" for ch in channels)

@@ -323,7 +323,8 @@ class Simulator(TaskLogic):
         stem, _, ext = request.match_info["name"].rpartition(".")
         task_uuid = self.videos.get(stem)
         sim = self.stats.tasks.get(task_uuid) if task_uuid else None
-        if sim is None or not sim.done or ext != EXTENSIONS[self.output_format(sim.body)]:
+        shown = sim is not None and (sim.done or any(i.get("videoUUID") == stem for i in sim.planned[:sim.revealed]))
+        if sim is None or not shown or ext != EXTENSIONS[self.output_format(sim.body)]:
             return _json(404, {"errors": [{"code": "notFound", "message": "No such video."}]})
         self.stats.video_downloads += 1
         fmt = self.output_format(sim.body)

@@ -45,7 +45,8 @@ class SimTask:
     webhook_url: str | None = None
     done: bool = False
     results: list[dict[str, Any]] = field(default_factory=list)  # filled when done
-    billed_micro: int = 0  # filled when done: successful variations only
+    revealed: int = 0  # planned items answered (and billed) while the rest are still being made
+    billed_micro: int = 0  # successful variations answered so far (all of them once done)
 
 
 @dataclass

@@ -58,6 +58,18 @@ class TaskLogic:
             sim.ready_at = min(sim.ready_at, self.clock())
             self._finalize(sim)
 
+    def reveal(self, task_uuid: str, count: int) -> None:
+        """Runware made the task's first ``count`` videos; the others are still being made. They are
+        answered (and billed) from now on, beside a processing item, until the task finishes."""
+        sim = self.stats.tasks[task_uuid]
+        if sim.done:
+            return
+        for item in sim.planned[sim.revealed:count]:
+            if item["status"] == "success":
+                sim.billed_micro += sim.video_micro
+                self.stats.billed_micro += sim.video_micro
+        sim.revealed = max(sim.revealed, min(count, len(sim.planned)))
+
     def task_ready(self, task_uuid: str) -> bool:
         sim = self.stats.tasks.get(task_uuid)
         return sim is not None and (sim.done or self.clock() >= sim.ready_at)
@@ -129,7 +141,8 @@ class TaskLogic:
                              parameter="taskUUID", task_type="getResponse", task_uuid=task_uuid)
             return [], [error.item()]
         if not sim.done:
-            return [{"taskType": "videoInference", "taskUUID": task_uuid, "status": "processing"}], []
+            data, errors = self._split(sim.planned[:sim.revealed])
+            return [*data, {"taskType": "videoInference", "taskUUID": task_uuid, "status": "processing"}], errors
         return self._split(sim.results)
 
     def _split(self, items: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -171,8 +184,9 @@ class TaskLogic:
         sim.done = True
         sim.results = sim.planned
         # Billed whether or not includeCost asked to show the cost.
-        sim.billed_micro = sim.video_micro * sum(item["status"] == "success" for item in sim.planned)
-        self.stats.billed_micro += sim.billed_micro
+        billed = sim.video_micro * sum(item["status"] == "success" for item in sim.planned)
+        self.stats.billed_micro += billed - sim.billed_micro  # revealed items were billed already
+        sim.billed_micro = billed
         if sim.webhook_url:
             self._webhook_backlog.append(sim)
             self._wake_scheduler()

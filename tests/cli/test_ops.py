@@ -23,7 +23,7 @@ from bot.db.kv import write_heartbeat
 from bot.services.clock import Clock, FixedClock
 from bot.services.jobs import JobStore
 from bot.services.moderation import Moderation
-from bot.services.quotas import Member, Quotas
+from bot.services.quotas import DM_SCOPE, Member, Quotas
 
 UTC_ZONE = ZoneInfo("UTC")
 EST = 350_000
@@ -362,3 +362,28 @@ async def test_usage_csv_equals_the_ledger(world):
 async def test_usage_rejects_unknown_period(world):
     code, _, err = await cli(world.tmp_path, "usage", "--period", "year")
     assert code == 2 and "today" in err and "7d" in err and "month" in err
+
+
+async def test_direct_messages_are_a_scope_of_their_own_at_the_terminal(world):
+    """`--guild dm` addresses the DM scope: its usage, its member's quota and its jobs, apart from
+    the terminal's (guild 0) for the same person."""
+    await world.open()
+    await world.job(Member(DM_SCOPE, 5), settle=300_000)
+    await world.job(Member(0, 5), settle=123_456)
+    await world.close()
+    code, out, err = await cli(world.tmp_path, "usage", "--period", "all", "--guild", "dm")
+    assert code == 0, err
+    assert "direct messages" in out.splitlines()[0]
+    assert [ln.split()[:5] for ln in out.splitlines() if ln.startswith("5 ")] == [["5", "1", "1", "$0.35",
+                                                                                "$0.30"]]
+    code, out, err = await cli(world.tmp_path, "usage", "--period", "all", "--guild", "0", "--csv", "-")
+    assert code == 0, err
+    assert [ln.split(",")[:5] for ln in out.splitlines()[1:]] == [["5", "1", "1", "0.350000", "0.123456"]]
+    code, out, err = await cli(world.tmp_path, "quota", "show", "--guild", "dm", "--user", "5")
+    assert code == 0, err
+    assert "user 5 in direct messages" in out and "$0.30 spent" in out
+    code, out, err = await cli(world.tmp_path, "jobs", "--guild", "dm")
+    assert code == 0, err
+    assert [ln.split()[:3] for ln in out.splitlines()[2:]] == [["1", "-1", "5"]]
+    code, _, err = await cli(world.tmp_path, "usage", "--guild", "direct")
+    assert code == 2 and "--guild" in err and "direct" in err and "dm for direct messages" in err

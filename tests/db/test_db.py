@@ -327,3 +327,47 @@ async def test_placeholders_translate_outside_literals_only():
     assert translate("SELECT ? WHERE a = :a AND b = ':x' AND c::text LIKE 'a%' -- ?:z\n") == (
         "SELECT %s WHERE a = %(a)s AND b = ':x' AND c::text LIKE 'a%%' -- ?:z\n"
     )
+
+
+async def test_dm_jobs_stored_under_the_terminal_move_to_their_own_scope(store, tmp_path):
+    """Migration 004 on both stores: a job of guild 0 with a channel was a DM: it and its ledger rows
+    move to the DM scope (-1); the terminal's jobs (channel 0), guild jobs and guild-0 credits stay
+    where they are; the ledger is append-only again afterwards."""
+    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations"
+    before = tmp_path / "before-004"
+    (before / "pg").mkdir(parents=True)
+    for name in ("001-initial.sql", "002-job-creator.sql", "003-submit-sent.sql"):
+        shutil.copy(shipped / name, before / name)
+        shutil.copy(shipped / "pg" / name, before / "pg" / name)
+    db = await open_database(store, migrations_dir=before)
+    try:
+        assert await db.user_version() == 3
+
+        def fill(c: Conn) -> None:
+            for guild, channel in ((0, 0), (0, 555), (7, 10)):  # the terminal, a DM, guild 7
+                job_id = insert_job(c, guild_id=guild, channel_id=channel, user_id=5, model_key="kling-2.5-turbo-pro",
+                                    params={}, task_uuid=f"t-{channel}", duration_s=5, variations=1,
+                                    estimate_micro=350_000, created_at=0.0, day="2024-03-10", month="2024-03",
+                                    upload_limit=None, parent_job_id=None)
+                for kind, amount in (("reserve", 350_000), ("settle", 300_000)):
+                    insert_ledger(c, kind=kind, guild_id=guild, user_id=5, job_id=job_id, amount_micro=amount,
+                                  day="2024-03-10", month="2024-03", actor="system", reason=None, at=0.0,
+                                  reserved_micro=350_000)
+            insert_ledger(c, kind="credit", guild_id=0, user_id=5, job_id=None, amount_micro=1_000_000,
+                          day="2024-03-10", month="2024-03", actor="operator", reason="prize", at=0.0)
+
+        await db.run_tx(fill)
+    finally:
+        await db.close()
+    db = await open_database(store)
+    try:
+        assert await db.user_version() >= 4
+        jobs = await db.run(Conn.fetchall, "SELECT channel_id, guild_id FROM jobs ORDER BY id")
+        assert [tuple(r) for r in jobs] == [(0, 0), (555, -1), (10, 7)]
+        rows = await db.run(Conn.fetchall, "SELECT kind, guild_id FROM ledger ORDER BY id")
+        assert [tuple(r) for r in rows] == [("reserve", 0), ("settle", 0), ("reserve", -1), ("settle", -1),
+                                            ("reserve", 7), ("settle", 7), ("credit", 0)]
+        with pytest.raises(Exception, match="append-only"):
+            await db.run(Conn.execute, "UPDATE ledger SET guild_id = 0 WHERE guild_id = -1")
+    finally:
+        await db.close()

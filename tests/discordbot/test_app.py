@@ -14,6 +14,7 @@ import pytest
 from bot.cli.run import cmd_run, cmd_sync
 from bot.config import Secrets
 from bot.discordbot.endpoints import reset_discord_endpoints
+from bot.discordbot.sink import REFUSALS_BEFORE_DM
 from tests.fakes.world import BotWorld, launch, started_world
 
 VIDEO_OPTIONS = ["prompt", "model", "first_frame", "last_frame", "duration", "aspect", "negative_prompt",
@@ -132,6 +133,37 @@ async def test_lost_permission_tells_the_member_by_dm(world: BotWorld) -> None:
     assert result.attachments and result.attachments[0]["data"] == w.sim.mp4
     job = await w.wait_notified(1)
     assert job.result_message_id == result.id
+
+
+async def test_a_result_discord_refuses_with_400_every_time_goes_by_dm_after_a_few_tries(tmp_path: Path) -> None:
+    """A locked or archived thread answers every post with a 400: after REFUSALS_BEFORE_DM tries
+    the member gets the result by DM, the operator hears of it, and the job counts as notified
+    (no retry forever)."""
+    ops = 777_000_000_000_000_002
+    async with BotWorld(tmp_path) as w:
+        w.fake.add_channel(w.seed.guild_id, ops, "ops")
+        bot = await w.start_bot(w.make_config({"discord": {"ops_channel_id": ops}}))
+        bot.engine.deliverer.retry_base_s = 0.05  # the bound is under test, not the back-off
+        await w.reply(await w.video({"prompt": "into a thread that gets archived"}), "Queued as job #1")
+        await w.wait_submitted(1)
+        await w.wait(lambda: w.progress_messages())
+        posts = f"/channels/{w.seed.channel_id}/messages"
+        w.fake.fail_next("POST", rf"^{posts}$", 400, 50083, "Thread is archived", count=10_000)
+        w.sim.finish_all()
+        dm_id = int(w.fake.dm_channel_for(w.seed.user_id)["id"])
+        [result] = await w.wait_result(1, channel_id=dm_id)
+        assert result.attachments and result.attachments[0]["data"] == w.sim.mp4
+        job = await w.wait_notified(1)
+        assert job.result_message_id == result.id
+        alert = await w.wait(lambda: next(iter(w.fake.messages(ops)), None))
+        assert "job #1" in alert.content and "400" in alert.content and "by DM" in alert.content
+        refused = [c for c in w.fake.calls if c.method == "POST" and c.path == posts and c.status == 400]
+        assert len(refused) == REFUSALS_BEFORE_DM
+        assert w.result_messages() == []  # nothing reached the channel
+        await w.stop_bot()  # a clean stop: nothing is tried again
+        assert len([c for c in w.fake.calls if c.method == "POST" and c.path == posts and c.status == 400]) \
+            == REFUSALS_BEFORE_DM
+        assert len(w.result_messages(dm_id)) == 1
 
 
 async def test_runware_refusing_the_key_alerts_the_ops_channel(tmp_path: Path) -> None:

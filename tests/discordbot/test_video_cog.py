@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.db.guilds import add_gen_channel
+from bot.errors import LimitExceeded
+from bot.requests import resolve_request
+from bot.services.quotas import DM_SCOPE, TERMINAL_SCOPE, Member
+from bot.services.usage import Usage
 from tests.fakes.world import BotWorld, callback, image_bytes, started_world
 
 EPHEMERAL = 64
@@ -156,6 +162,39 @@ async def test_dms_are_refused_unless_allowed(world: BotWorld) -> None:
     text = await w.reply(iid)
     assert "not in direct messages" in text
     assert await w.jobs() == []
+
+
+async def test_a_dm_job_and_a_terminal_job_of_one_person_count_apart(tmp_path: Path) -> None:
+    """With allow_dms, direct messages are a scope of their own: a DM job uses neither the quota
+    nor the usage lines of the terminal (guild 0), and the terminal's job not the DM's."""
+    config = {"discord": {"allow_dms": True}, "limits": {"daily_videos": 1}}
+    async with started_world(tmp_path, config) as w:
+        uid = w.seed.user_id
+        assert "Queued as job #1" in await w.reply(await w.video({"prompt": "a lantern in a DM"}, dm=True),
+                                                   "Queued")
+        # The same person at the terminal (`klingbot generate --user`), on the same database.
+        request = resolve_request(w.cfg, prompt="a lantern at the terminal")
+        terminal = await w.bot.engine.create_job(Member(TERMINAL_SCOPE, uid), request, channel_id=0)
+        refused = await w.reply(await w.video({"prompt": "a second lantern"}, dm=True))
+        # The DM quota is used up by the DM job alone: the terminal's did not count there.
+        assert "Daily video limit" in refused and "1 of 1" in refused
+        with pytest.raises(LimitExceeded, match="Daily video limit"):
+            await w.bot.engine.create_job(Member(TERMINAL_SCOPE, uid), request, channel_id=0)
+
+        jobs = sorted(await w.jobs(), key=lambda j: j.id)
+        assert [(j.id, j.guild_id, j.user_id) for j in jobs] == [(1, DM_SCOPE, uid), (terminal.id, 0, uid)]
+        usage = Usage(w.bot.db, w.cfg)
+        dm_lines = (await usage.report(DM_SCOPE, "all", "user")).rows
+        terminal_lines = (await usage.report(TERMINAL_SCOPE, "all", "user")).rows
+        assert [(r.key, r.jobs, r.reserved_micro) for r in dm_lines] == [(str(uid), 1, 350_000)]
+        assert [(r.key, r.jobs, r.reserved_micro) for r in terminal_lines] == [(str(uid), 1, 350_000)]
+        assert [row.guild_id for row in await w.ledger()] == [DM_SCOPE, TERMINAL_SCOPE]
+        # The DM job is delivered in the DM.
+        w.sim.finish_all()
+        dm_id = int(w.fake.dm_channel_for(uid)["id"])
+        [result] = await w.wait_result(1, channel_id=dm_id)
+        assert result.attachments
+        await w.wait_notified(1)
 
 
 async def test_missing_bot_permissions_are_named(world: BotWorld) -> None:

@@ -184,15 +184,43 @@ async def test_cancel_after_submit_polls_quietly_settles_and_never_delivers(env)
     assert await due_for_poll(env.db, START + 10, 500) == []
 
 
-async def test_cancel_while_being_submitted_takes_effect_on_unclaim(env):
+async def test_cancel_of_a_claimed_job_not_yet_sent_is_free_and_it_is_never_sent(env):
     job = await env.create()
     [claimed] = await queue.next_to_submit(env.db, 10, now=START)
     assert claimed.id == job.id
-    assert (await env.store.request_cancel(job.id, "user:100")).cancel_requested  # submit may be on the wire
-    assert await env.kinds(job.id) == {"reserve": 1}
-    job = await env.store.unclaim(job.id)  # the submit did not go through
-    assert job.state == "cancelled"
+    assert (await env.store.request_cancel(job.id, "user:100")).state == "cancelled"
     assert await env.kinds(job.id) == {"reserve": 1, "release": 1}
+    assert not await env.store.begin_submit(job.id)  # its submitter's turn comes: nothing goes out
+
+
+async def test_cancel_while_the_submit_is_out_waits_for_its_outcome(env):
+    job = await env.create()
+    await queue.next_to_submit(env.db, 10, now=START)
+    assert await env.store.begin_submit(job.id)  # written before the request goes out
+    assert (await env.store.request_cancel(job.id, "user:100")).cancel_requested
+    assert await env.kinds(job.id) == {"reserve": 1}
+    job = await env.store.unclaim(job.id)  # the answer was lost: Runware may have it
+    assert job.state == "cancelled" and job.cancelled_by == "user:100"
+    assert await env.kinds(job.id) == {"reserve": 1}  # still reserved, and polled for a cost
+    assert [j.id for j in await due_for_poll(env.db, START, 10)] == [job.id]
+
+
+async def test_cancel_from_another_process_of_a_sent_job_is_polled_not_released(env):
+    """Killed between Runware's acknowledgement and mark_submitted, then cancelled by another
+    process while the dead one's claim is fresh: Runware has it, so its cost must still settle."""
+    job = await env.create()
+    await queue.next_to_submit(env.db, 10, now=START, run_id="dead-process")
+    dead = JobStore(env.db, env.quotas, env.clock, UTC_ZONE, run_id="dead-process")
+    assert await dead.begin_submit(job.id)
+    cancelled = await env.store.request_cancel(job.id, "user:100")
+    assert (cancelled.state, cancelled.cancelled_by) == ("cancelled", "user:100")
+    assert await env.kinds(job.id) == {"reserve": 1}
+    assert [j.id for j in await at_runware_jobs(env.db, 10)] == [job.id]
+    await env.store.record_result(job.id, video(1))
+    assert await env.store.finish(job.id, "succeeded", None, 300_000)  # what Runware billed
+    assert (await get_job(env.db, job.id)).state == "cancelled"
+    assert await env.kinds(job.id) == {"reserve": 1, "settle": 1}
+    assert await undelivered_jobs(env.db, 10) == []
 
 
 async def test_timeout_keeps_reserve_until_late_cost_or_window(env):

@@ -4,6 +4,9 @@ SQLite file in tmp_path, and a terminal-like sink that records every final messa
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from pydantic import SecretStr
 from bot.cli.generate_run import TerminalSink
 from bot.config import Config, Secrets
 from bot.db import open_database
+from bot.db.audit import list_audit
 from bot.db.jobs import at_runware_jobs, get_job, results_for_job
 from bot.db.money import job_money, ledger_for_job
 from bot.requests import resolve_request
@@ -30,6 +34,8 @@ SIM_KEY = "review-key"
 HOUR = 3600.0
 DEADLINE = 100.0
 TERMINAL = Member(0, 7)
+PRICE_5S = 350_000  # one 5 s video of the default model
+WORKER = Path(__file__).resolve().parents[1] / "quota_worker.py"
 
 
 class RecordingSink(TerminalSink):
@@ -74,8 +80,8 @@ async def world(tmp_path, sim):
         await db.close()
 
 
-async def create(engine: Engine, variations: int = 1) -> Any:
-    request = resolve_request(engine.cfg, prompt="a red fox running through fresh snow", variations=variations)
+async def create(engine: Engine, variations: int = 1, prompt: str = "a red fox running through fresh snow") -> Any:
+    request = resolve_request(engine.cfg, prompt=prompt, variations=variations)
     return await engine.create_job(TERMINAL, request, channel_id=0)
 
 
@@ -176,7 +182,7 @@ async def test_a_cancel_while_waiting_for_a_submit_slot_is_never_sent(world, sim
     job = await create(engine)
     [claimed] = await queue.next_to_submit(engine.db, 1)
     cancel = await engine.cancel(job.id, TERMINAL, is_moderator=False)
-    assert cancel.job.cancel_requested and cancel.job.state == "queued"
+    assert cancel.job.state == "cancelled" and "nothing was charged" in cancel.message
     await engine._submit(claimed)  # its turn comes
     assert sim.stats.submits == 0
     assert (await get_job(engine.db, job.id)).state == "cancelled"
@@ -199,3 +205,88 @@ async def test_a_timed_out_job_without_a_cost_is_released_when_its_late_window_c
     await engine.tick()
     assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
     assert await at_runware_jobs(engine.db, 10_000) == []
+
+
+async def test_a_late_window_closing_with_one_of_three_videos_in(world, sim):
+    """Timed out, then one of three videos came late and the late window closed on the other two:
+    Runware billed that one, so it settles at its reported cost, the rest of the reserve goes back,
+    and the member gets the video that came with a word on the two that did not."""
+    engine, clock, sink = world
+    job = await create(engine, variations=3)
+    await engine.tick()
+    clock.advance(DEADLINE + 1)
+    await engine.tick()
+    assert (await get_job(engine.db, job.id)).state == "timed_out"
+    assert [o.job.state for o in sink.messages[job.id]] == ["timed_out"]
+
+    sim.reveal(job.task_uuid, 1)  # one video made; the other two never are
+    clock.advance(10)
+    await engine.tick()
+    assert len(await results_for_job(engine.db, job.id)) == 1
+    assert await kinds(engine, job.id) == {"reserve": 1}  # the window is still open
+    clock.advance(1000)
+    await engine.tick()  # the window closes
+
+    job = await get_job(engine.db, job.id)
+    assert (job.state, job.failed_variations) == ("succeeded", 2)
+    rows = await ledger_for_job(engine.db, job.id)
+    assert [(r.kind, r.amount_micro) for r in rows] == [("reserve", 3 * PRICE_5S), ("settle", PRICE_5S)]
+    assert sim.stats.billed_micro == PRICE_5S  # what Runware billed, to the micro-dollar
+    late = sink.messages[job.id][-1]
+    assert late.job.state == "succeeded" and len(late.files) == 1 and late.files[0].path is not None
+    assert late.files[0].path.read_bytes() == sim.mp4
+    assert late.failures == ["Only 1 video of 3 came: Runware did not finish the other 2 in time, "
+                             "and they cost nothing."]
+    assert all(r.delivered_at is not None for r in await results_for_job(engine.db, job.id))
+    assert (await get_job(engine.db, job.id)).notified_at is not None
+    clock.advance(10)
+    await engine.tick()
+    assert len(sink.messages[job.id]) == 2  # told once more, not again
+    assert await at_runware_jobs(engine.db, 10) == []
+
+
+async def test_two_moderators_refunding_a_partial_success_at_once_refund_it_once(world, sim):
+    """Two of three videos made (the third failed at Runware): the job settles what the two cost.
+    Two moderators refund it at the same moment, each from a process of its own: one refund row,
+    of exactly the settled cost; the other moderator is told it was already refunded."""
+    engine, clock, sink = world
+    job = await create(engine, variations=3, prompt="three foxes FAIL_PARTIAL")
+    await engine.tick()
+    sim.finish(job.task_uuid)
+    clock.advance(10)
+    await engine.tick()
+    job = await get_job(engine.db, job.id)
+    assert (job.state, job.failed_variations, job.notified_at is not None) == ("succeeded", 1, True)
+    [posted] = sink.messages[job.id]
+    assert len(posted.files) == 2
+    settled = (await job_money(engine.db, job.id)).settled
+    assert settled == 2 * PRICE_5S == sim.stats.billed_micro
+
+    spec = {"mode": "refund", "now": clock.now(), "limits": {}, "guild_id": 0, "user_id": 0, "job_id": job.id}
+    workers = [subprocess.Popen([sys.executable, str(WORKER), str(engine.db.path),
+                                 json.dumps({**spec, "actor": f"discord:{900 + n}"})],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for n in range(2)]
+    try:
+        for proc in workers:  # both have their connection open...
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        for proc in workers:  # ...then they go together
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        answers = []
+        for proc in workers:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            answers.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+    refunded = [a["refunded"] for a in answers if "refunded" in a]
+    refused = [a["refused"] for a in answers if "refused" in a]
+    assert refunded == [settled] and len(refused) == 1 and "already refunded" in refused[0], answers
+    rows = await ledger_for_job(engine.db, job.id)
+    assert [(r.kind, r.amount_micro) for r in rows] == [("reserve", 3 * PRICE_5S), ("settle", settled),
+                                                        ("refund", settled)]
+    audit = await list_audit(engine.db, TERMINAL.guild_id, 100)
+    assert [(a.action, a.target) for a in audit] == [("refund", f"job:{job.id}")]

@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import LimitsConfig
 from bot.db import open_database
-from bot.db.jobs import get_job
+from bot.db.jobs import at_runware_jobs, get_job
 from bot.db.money import ledger_for_job
 from bot.services import queue
 from bot.services.clock import FixedClock
@@ -92,12 +92,22 @@ async def test_cancelled_jobs_leave_the_queue(env):
     await store.mark_submitted(keep, START)
     [job] = await queue.next_to_submit(db, 2, now=START)
     assert job.id == claimed
+    assert await store.begin_submit(claimed)
     await store.request_cancel(claimed, "user:2")  # while its submit is in flight: requested only
     assert (await get_job(store.db, claimed)).state == "queued"
-    # The taker never came back: once the claim is stale the job is cancelled and released.
+    # The taker never came back: once the claim is stale the job is cancelled, but the submit may
+    # have reached Runware, so its reserve stays open and it is polled for a cost.
     assert await queue.next_to_submit(db, 5, now=START + queue.CLAIM_TTL_S + 1) == []
     assert (await get_job(store.db, claimed)).state == "cancelled"
-    assert [r.kind for r in await ledger_for_job(store.db, claimed)] == ["reserve", "release"]
+    assert [r.kind for r in await ledger_for_job(store.db, claimed)] == ["reserve"]
+    assert [j.id for j in await at_runware_jobs(store.db, 100)] == [keep, claimed]
+    # Claimed but not sent yet: the cancel is free at once, and the submit never goes out.
+    late = await make(store, Member(1, 9))
+    [job] = await queue.next_to_submit(db, 5, now=START + queue.CLAIM_TTL_S + 1)
+    assert job.id == late
+    assert (await store.request_cancel(late, "user:9")).state == "cancelled"
+    assert [r.kind for r in await ledger_for_job(store.db, late)] == ["reserve", "release"]
+    assert not await store.begin_submit(late)
 
 
 async def test_queue_survives_restart(tmp_path):
