@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import ack, contention, edits, fanin, memory, resume
+from bench import ack, contention, contention_pg, edits, fanin, memory, resume
 from bench.common import ScenarioResult, format_table, machine_info, write_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Runner] = {
     fanin.NAME: fanin.run,
     edits.NAME: edits.run,
     contention.NAME: contention.run,
+    contention_pg.NAME: contention_pg.run,
     ack.NAME: ack.run,
     resume.NAME: resume.run,
     memory.NAME: memory.run,

@@ -85,7 +85,7 @@ async def _reserve_all(store: JobStore, attempts: list[list[int]] | list[tuple[i
     }
 
 
-async def _ledger_check(db_path: Path, caps: dict[str, int]) -> dict[str, Any]:
+async def _ledger_check(db_path: Path | str, caps: dict[str, int]) -> dict[str, Any]:
     """Reserved totals from the ledger against the limits."""
     db = await open_database(db_path)
     try:
@@ -118,8 +118,10 @@ async def single_process(tmp: Path, spec: dict[str, Any]) -> dict[str, Any]:
     return outcome | await _ledger_check(db_path, spec["caps"])
 
 
-async def multi_process(tmp: Path, spec: dict[str, Any], processes: int) -> dict[str, Any]:
-    db_path = tmp / "contention-many.sqlite3"
+async def multi_process(tmp: Path, spec: dict[str, Any], processes: int, location: str | None = None
+                        ) -> dict[str, Any]:
+    """``location``: a database to use (contention-pg's PostgreSQL URL) instead of a new SQLite file."""
+    db_path = location or str(tmp / "contention-many.sqlite3")
     await (await open_database(db_path)).close()  # created and migrated before the workers race
 
     shares = [spec["attempts"][k::processes] for k in range(processes)]
@@ -128,7 +130,7 @@ async def multi_process(tmp: Path, spec: dict[str, Any], processes: int) -> dict
     for share in shares:
         worker_spec = json.dumps({"limits": spec["limits"], "attempts": share})
         procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.contention", "worker", str(db_path), worker_spec,
+            sys.executable, "-m", "bench.contention", "worker", db_path, worker_spec,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env))
     for proc in procs:
         assert proc.stdout is not None

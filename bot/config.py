@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -113,6 +114,16 @@ class DiscordConfig(_Section):
     allow_dms: bool = False
     attachment_hosts: list[str] = ["cdn.discordapp.com", "media.discordapp.net"]
     ops_channel_id: int = 0
+    shard_count: int = Field(0, ge=0)  # 0: AutoShardedBot asks Discord how many (all in this process)
+    shard_ids: list[int] = []          # the shards of shard_count this process runs ([] = all)
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shard_ids(cls, ids: list[int], info: ValidationInfo) -> list[int]:
+        count = info.data.get("shard_count", 0)
+        if ids and not (count and len(set(ids)) == len(ids) and all(0 <= i < count for i in ids)):
+            raise ValueError(f"distinct shard numbers from 0 to shard_count - 1 (shard_count is {count})")
+        return ids
 
     _api_base_url = field_validator("api_base_url")(_secure_endpoint)
 
@@ -145,8 +156,7 @@ class RunwareConfig(_Section):
 
 class StorageConfig(_Section):
     path: str = "data/klingbot.sqlite3"
-    # A secret (it may carry a password): never printed; KLINGBOT_DATABASE_URL overrides it.
-    url: SecretStr = SecretStr("")
+    url: SecretStr = SecretStr("")  # may carry a password: never printed; KLINGBOT_DATABASE_URL overrides it
 
     @field_validator("url")
     @classmethod
@@ -299,14 +309,9 @@ class Config(BaseModel):
 
     @property
     def database(self) -> str | SecretStr:
-        """Where the database is, for ``open_database``: the PostgreSQL URL (KLINGBOT_DATABASE_URL, else
-        storage.url), kept secret; else the SQLite file at storage.path."""
+        """For ``open_database``: the PostgreSQL URL (the env's, else storage.url), or storage.path."""
         url = self.secrets.database_url or self.storage.url
         return url if url.get_secret_value() else self.storage.path
-
-    @property
-    def uses_postgres(self) -> bool:
-        return not isinstance(self.database, str)
 
     def with_overrides(self, **sections: Any) -> Config:
         """A copy with some fields replaced (used by --sandbox and tests)."""
@@ -391,9 +396,3 @@ def load_config(
         raise ConfigError(f"{file}: {problems}") from None
     except ValueError as exc:
         raise ConfigError(f"{file}: {exc}") from None
-
-
-def sandbox_db_path(path: str) -> str:
-    """``data/klingbot.sqlite3`` -> ``data/klingbot.sandbox.sqlite3`` (SPEC 2.1)."""
-    p = Path(path)
-    return str(p.with_name(f"{p.stem}.sandbox{p.suffix}"))

@@ -4,14 +4,21 @@ database so sandbox jobs never count against real quotas or usage."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from pydantic import SecretStr
 
-from bot.config import Config, sandbox_db_path
+from bot.config import Config
 
 SANDBOX_API_KEY = "sandbox"
 SANDBOX_SPEED = 20.0        # a 5 s video "generates" in 3 s
 SANDBOX_POLL_S = 0.5
+
+
+def sandbox_db_path(path: str) -> str:
+    """``data/klingbot.sqlite3`` -> ``data/klingbot.sandbox.sqlite3`` (SPEC 2.1)."""
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.sandbox{p.suffix}"))
 
 
 def sandbox_config(cfg: Config, simulator_url: str) -> Config:

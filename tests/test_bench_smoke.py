@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from bench import ack, contention, edits, fanin, memory, resume
+from bench import ack, contention, contention_pg, edits, fanin, memory, resume
 from bench.__main__ import main as bench_main
 from bench.common import BenchSimulator, Row, ScenarioResult, format_table, percentile, write_toml
 
@@ -104,6 +104,16 @@ async def test_contention_smoke(tmp_path: Path) -> None:
         assert details[side]["overspend_micro"] == 0 and details[side]["errors"] == []
         assert details[side]["reserve_rows"] == details["expected_admitted"]
         assert details[side]["rate_per_s"] > 0
+
+
+async def test_contention_pg_smoke(tmp_path: Path, pg_url: str) -> None:
+    result = await contention_pg.run(tmp_path, total=40, members=8, processes=2, url=pg_url)
+    details = result.details
+    many = details["multi_process"]
+    assert details["expected_admitted"] >= 1 and many["processes"] == 2
+    assert many["admitted"] == many["reserve_rows"] == details["expected_admitted"]
+    assert many["overspend_micro"] == 0 and many["errors"] == [] and many["rate_per_s"] > 0
+    assert result.passed
 
 
 async def test_ack_smoke(tmp_path: Path) -> None:

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,9 @@ from bot.config import (
     load_config,
     micro_to_decimal_str,
     micro_to_usd,
-    sandbox_db_path,
     usd_to_micro,
 )
+from bot.sandbox import sandbox_db_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,3 +142,29 @@ def test_endpoints_that_carry_a_secret_must_use_https_except_on_loopback(tmp_pat
         assert getattr(getattr(cfg, section), key) == ok
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, f'[{section}]\n{key} = "ftp://127.0.0.1/v1"\n'), env={})
+
+
+@pytest.mark.parametrize(("shards", "error"), [
+    ("shard_count = 4\nshard_ids = [0, 4]", "discord.shard_ids = [0, 4]"),
+    ("shard_ids = [0]", "shard_count is 0"),
+    ("shard_count = 2\nshard_ids = [1, 1]", "distinct shard numbers"),
+    ("shard_count = -1", "discord.shard_count = -1"),
+])
+def test_shard_keys_are_checked(tmp_path, shards, error):
+    path = tmp_path / "config.toml"
+    path.write_text(f"[discord]\n{shards}\n")
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_config(path, env={})
+
+
+def test_shards_and_the_postgres_url(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[discord]\nshard_count = 4\nshard_ids = [1, 3]\n[storage]\nurl = "postgresql://bot@db:5432/k"\n')
+    cfg = load_config(path, env={})
+    assert (cfg.discord.shard_count, cfg.discord.shard_ids) == (4, [1, 3])
+    assert cfg.database.get_secret_value() == "postgresql://bot@db:5432/k"
+    env_url = "postgresql://bot:pw@other:5432/k"
+    cfg = load_config(path, env={"KLINGBOT_DATABASE_URL": env_url})
+    assert cfg.database.get_secret_value() == env_url and "pw" not in repr(cfg)
+    path.write_text("[storage]\npath = \"db/bot.sqlite3\"\n")
+    assert load_config(path, env={}).database == "db/bot.sqlite3"

@@ -82,7 +82,7 @@ class _WriteChecked(Exception):
 
 async def check_database(doc: Doctor, cfg: Config) -> None:
     path = describe_location(cfg.database)
-    existed = cfg.uses_postgres or Path(path).is_file()  # a PostgreSQL database is never created here
+    existed = isinstance(cfg.database, SecretStr) or Path(path).is_file()  # a PostgreSQL one is never created
     try:
         db = await open_database(cfg.database)
     except Exception as exc:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from bot.config import Config, load_config, micro_to_usd
 from bot.db import Database, open_database
 from bot.db.connection import describe_location
@@ -62,13 +64,17 @@ def operator_actor() -> str:
     return f"cli:{name}"
 
 
+def on_postgres(cfg: Config) -> bool:
+    return isinstance(cfg.database, SecretStr)  # a URL (kept secret), else the SQLite path
+
+
 def db_path(cfg: Config) -> Path:
     return Path(cfg.storage.path)
 
 
 def require_db(cfg: Config) -> Path | None:
     """The SQLite file, which must exist (None on PostgreSQL: the server tells when connecting)."""
-    if cfg.uses_postgres:
+    if on_postgres(cfg):
         return None
     path = db_path(cfg)
     if not path.is_file():
@@ -129,7 +135,7 @@ async def _heartbeat_age(cfg: Config) -> float | None:
 def cmd_health(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     path = describe_location(cfg.database)
-    if not cfg.uses_postgres and not db_path(cfg).is_file():  # a healthcheck must not invent a database
+    if not on_postgres(cfg) and not db_path(cfg).is_file():  # a healthcheck must not invent a database
         print(f"unhealthy: no database at {path}")
         return 1
     max_age = args.max_age if getattr(args, "max_age", None) is not None else health_max_age()
@@ -203,7 +209,7 @@ async def _backup(cfg: Config, target: Path) -> None:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    if cfg.uses_postgres:
+    if on_postgres(cfg):
         print("error: the database is PostgreSQL (storage.url or KLINGBOT_DATABASE_URL): back it up with "
               "pg_dump, e.g. pg_dump --format=custom --file=klingbot.dump DBNAME", file=sys.stderr)
         return 1

@@ -57,7 +57,7 @@ class Running:
     web: httpx.AsyncClient
 
 
-class KlingBot(commands.Bot):
+class KlingBot(commands.AutoShardedBot):
     def __init__(
         self,
         cfg: Config,
@@ -70,9 +70,13 @@ class KlingBot(commands.Bot):
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # the only intent needed; nothing privileged
+        # Sharded always: discord.shard_count 0 lets Discord say how many (all run here); N with
+        # shard_ids runs those of N, so several processes on one PostgreSQL split the guilds.
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
+            shard_count=cfg.discord.shard_count or None,
+            shard_ids=list(cfg.discord.shard_ids) or None,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
             **options,

@@ -150,8 +150,16 @@ class GatewayMixin:
             "guild_id": str(guild.id), "members": members, "chunk_index": 0, "chunk_count": 1,
             "not_found": [], "nonce": data.get("nonce")})
 
-    def _live_session(self) -> GatewaySession | None:
-        return next((s for s in reversed(self.sessions) if s.live), None)
+    def _live_session(self, guild_id: int | None = None) -> GatewaySession | None:
+        """The newest ready session; for a guild's event, the one of the shard that guild is on
+        (``(guild_id >> 22) % shard_count``, as Discord routes), when such a session is connected."""
+        live = [s for s in reversed(self.sessions) if s.live]
+        if guild_id:
+            for session in live:
+                shard_id, shards = session.shard or (0, 1)
+                if (guild_id >> 22) % shards == shard_id:
+                    return session
+        return live[0] if live else None
 
     def _announce(self, event: str, data: Any) -> None:
         """World changes made while a bot is connected reach it as gateway events, in order."""
@@ -165,7 +173,10 @@ class GatewayMixin:
         self._announce("GUILD_CREATE", self._guild_json(guild, full=True))
 
     async def _dispatch_now(self, event: str, data: Any) -> None:
-        session = self._live_session()
+        guild_id = None
+        if isinstance(data, dict):
+            guild_id = data.get("id") if event in ("GUILD_CREATE", "GUILD_UPDATE") else data.get("guild_id")
+        session = self._live_session(int(guild_id) if guild_id else None)
         if session is None:
             raise RuntimeError("fake Discord: no gateway session is ready; await fake.wait_ready() first")
         await session.dispatch(event, data)
