@@ -291,16 +291,29 @@ def at_runware_jobs(c: Conn, limit: int) -> list[JobRecord]:
     return _jobs(rows)
 
 
+_DUE = f"""SELECT * FROM jobs j WHERE {_AT_RUNWARE} AND (j.next_poll_at IS NULL OR j.next_poll_at <= :now)
+           ORDER BY COALESCE(j.next_poll_at, 0), j.id LIMIT :limit"""
+
+
 @query
 def due_for_poll(c: Conn, now: float, limit: int) -> list[JobRecord]:
-    return _jobs(
-        c.fetchall(
-            f"""SELECT * FROM jobs j WHERE {_AT_RUNWARE}
-                    AND (j.next_poll_at IS NULL OR j.next_poll_at <= :now)
-                ORDER BY COALESCE(j.next_poll_at, 0), j.id LIMIT :limit""",
-            {"now": now, "limit": limit},
-        )
-    )
+    return _jobs(c.fetchall(_DUE, {"now": now, "limit": limit}))
+
+
+@query
+def claim_due_for_poll(c: Conn, now: float, limit: int, lease_until: float) -> list[JobRecord]:
+    """The jobs due for a poll (as due_for_poll), leased to the calling process until ``lease_until``:
+    their next poll moves there, so no other process polls them meanwhile, and the poll's answer
+    reschedules them (mark_polled). A process killed mid-poll leaves them due again for the others at
+    ``lease_until``. PostgreSQL skips the rows another process is leasing at that moment (FOR UPDATE
+    SKIP LOCKED); SQLite has one writer at a time. Run it in run_tx (the read and the lease are one)."""
+    sql = _DUE + " FOR UPDATE OF j SKIP LOCKED" if c.store == "postgres" else _DUE
+    due = _jobs(c.fetchall(sql, {"now": now, "limit": limit}))
+    for start in range(0, len(due), 500):
+        chunk = [job.id for job in due[start:start + 500]]
+        c.execute(f"UPDATE jobs SET next_poll_at = ? WHERE id IN ({','.join('?' * len(chunk))})",
+                  (lease_until, *chunk))
+    return due
 
 
 @query

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.config import Config
-from bot.db.jobs import due_for_poll, mark_polled, mark_processing, results_for_job, set_next_poll
+from bot.db.jobs import claim_due_for_poll, mark_polled, mark_processing, results_for_job, set_next_poll
 from bot.db.records import AT_RUNWARE_STATES, JobRecord
 from bot.runware.client import RunwareClient
 from bot.runware.errors import AuthError, BalanceError, RunwareError, error_for
@@ -17,6 +17,9 @@ from bot.services.clock import Clock
 from bot.services.jobs import JobStore
 
 log = logging.getLogger(__name__)
+# How long a poll round holds its jobs against other processes on the same database; a process killed
+# mid-round leaves them to the others after this long (a finished round reschedules them at once).
+POLL_LEASE_S = 30.0
 
 
 
@@ -48,7 +51,8 @@ class Poller:
     async def tick(self, limit: int = 5000, now: float | None = None) -> PollReport:
         """Poll every due job. ``now`` is the engine's beat: the next polls are scheduled from it."""
         now = self.clock.now() if now is None else now
-        due = await due_for_poll(self.db, now, limit)
+        # Leased: another process on the same database polls other jobs meanwhile (see claim_due_for_poll).
+        due = await self.db.run_tx(claim_due_for_poll, now, limit, now + POLL_LEASE_S)
         report = PollReport(polled=len(due))
         if not due:
             return report

@@ -23,11 +23,13 @@ from bot.db.guilds import add_blocklist_term, add_gen_channel
 from bot.db.jobs import (
     active_jobs,
     at_runware_jobs,
+    claim_due_for_poll,
     due_for_poll,
     get_job,
     get_job_by_task,
     jobs_by_state,
     make_all_due,
+    mark_polled,
     mark_processing,
     member_jobs,
     queued_jobs,
@@ -357,3 +359,29 @@ async def test_killed_at_a_failpoint_loses_nothing(tmp_path, failpoint, finish):
     else:
         assert job.state == "succeeded" and kinds == {"reserve": 1, "settle": 1}
     await db.close()
+
+
+async def test_a_poll_round_leases_its_jobs_from_other_processes(env, store):
+    jobs = [await env.create() for _ in range(3)]
+    for job in jobs:
+        await env.submit(job.id)
+    other = await open_database(store)  # another process's connection to the same database
+    try:
+        now = START + 10
+        mine = await env.db.run_tx(claim_due_for_poll, now, 2, now + 30)
+        assert [j.id for j in mine] == [jobs[0].id, jobs[1].id]
+        theirs = await other.run_tx(claim_due_for_poll, now, 10, now + 30)
+        assert [j.id for j in theirs] == [jobs[2].id]  # the leased ones are not due for it
+        await env.db.run_tx(mark_polled, [jobs[0].id], now, now + 3)  # answered: rescheduled at once
+        assert [j.id for j in await other.run_tx(claim_due_for_poll, now + 29, 10, now + 59)] == [jobs[0].id]
+        # jobs[1]'s round never finished (its process died): due for the others when the lease ends.
+        later = await other.run_tx(claim_due_for_poll, now + 30, 10, now + 60)
+        assert [j.id for j in later] == [jobs[1].id, jobs[2].id]
+        if store.startswith("postgresql://"):
+            # Two rounds at the same moment: the second skips the rows the first holds (SKIP LOCKED).
+            async with other.transaction() as tx:
+                held = await tx.run(claim_due_for_poll, now + 100, 2, now + 130)
+                rest = await env.db.run_tx(claim_due_for_poll, now + 100, 10, now + 130)
+            assert [j.id for j in held] == [jobs[0].id, jobs[1].id] and [j.id for j in rest] == [jobs[2].id]
+    finally:
+        await other.close()
