@@ -23,7 +23,7 @@ from tests.fakes.world import eventually
 KEY = "takeover-key"
 PRICE_5S = 350_000
 JOBS_PER_SHARD = 3
-GENERATION_S = 3.0  # long enough that the first bot is killed with its jobs still at Runware
+GENERATION_S = 6.0  # long enough that the first bot is killed with its jobs still at Runware
 SHARD_GUILDS = {0: 1_330_000_000_000_000_000, 1: 1_330_000_000_000_000_000 + (1 << 22)}  # (id >> 22) % 2
 
 
@@ -81,11 +81,13 @@ async def test_two_shards_on_one_postgres_one_killed_mid_flight(tmp_path, pg_url
 
             async def doomed_jobs_at_runware() -> bool:
                 jobs = await jobs_by_state(db, None, 100, guild_id=SHARD_GUILDS[0])
-                return len(jobs) == JOBS_PER_SHARD and all(j.state in ("submitted", "processing") for j in jobs)
+                return len(jobs) == JOBS_PER_SHARD and all(j.submitted_at is not None for j in jobs)
 
             await eventually(doomed_jobs_at_runware, 60)
             doomed.proc.send_signal(signal.SIGKILL)
             assert await doomed.killed() == -signal.SIGKILL
+            left = [j for j in await jobs_by_state(db, None, 100, guild_id=SHARD_GUILDS[0]) if j.notified_at is None]
+            assert left, "the first bot finished its jobs before it was killed: nothing was taken over"
 
             async def all_notified() -> bool:
                 jobs = await jobs_by_state(db, None, 100)
