@@ -104,6 +104,13 @@ def _secure_endpoint(value: str) -> str:
     return value
 
 
+def _host_port(value: str, lowest_port: int = 1) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not lowest_port <= int(port) < 65536:
+        raise ValueError('expected "HOST:PORT", e.g. "127.0.0.1:8788"')
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -147,11 +154,17 @@ class RunwareConfig(_Section):
 
     @field_validator("webhook_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError('expected "HOST:PORT", e.g. "127.0.0.1:8788"')
-        return value
+    def _webhook_listen(cls, value: str) -> str:
+        return _host_port(value)
+
+
+class MetricsConfig(_Section):
+    listen: str = ""  # "HOST:PORT" serves /metrics (SPEC 2.4); port 0 picks a free one; empty: off
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _host_port(value, lowest_port=0) if value else value
 
 
 class StorageConfig(_Section):
@@ -292,6 +305,7 @@ class Config(BaseModel):
     limits: LimitsConfig = LimitsConfig()
     progress: ProgressConfig = ProgressConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    metrics: MetricsConfig = MetricsConfig()
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field("(defaults)", exclude=True)

@@ -29,6 +29,7 @@ from bot.config import Config
 from bot.db import Database, open_database
 from bot.db.kv import kv_get, kv_set
 from bot.discordbot.endpoints import point_discord_at
+from bot.discordbot.http_metrics import discord_trace
 from bot.discordbot.pacer import ChannelPacer
 from bot.discordbot.sink import DiscordSink
 from bot.errors import UserFacingError
@@ -36,6 +37,7 @@ from bot.runware.client import RunwareClient
 from bot.sandbox import enter_sandbox
 from bot.services.clock import Clock
 from bot.services.engine import Engine
+from bot.services.metrics import Metrics, MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class KlingBot(commands.AutoShardedBot):
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # the only intent needed; nothing privileged
+        # This process's counters (SPEC 2.4), served on [metrics] listen when set.
+        metrics = Metrics(cfg.models)
         # Sharded always: discord.shard_count 0 lets Discord say how many (all run here); N with
         # shard_ids runs those of N, so several processes on one PostgreSQL split the guilds.
         super().__init__(
@@ -79,8 +83,11 @@ class KlingBot(commands.AutoShardedBot):
             shard_ids=list(cfg.discord.shard_ids) or None,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            http_trace=discord_trace(metrics),
             **options,
         )
+        self.metrics = metrics
+        self.metrics_server: MetricsServer | None = None
         self.cfg = cfg
         self.runware_api_key = runware_api_key
         self.commands_only = commands_only  # `klingbot sync`: commands only, no database or engine
@@ -108,7 +115,7 @@ class KlingBot(commands.AutoShardedBot):
 
     async def login(self, token: str) -> None:
         # Aim REST and the gateway at discord.api_base_url before the first request.
-        await point_discord_at(self.cfg.discord.api_base_url, SecretStr(token))
+        await point_discord_at(self.cfg.discord.api_base_url, SecretStr(token), self.http.http_trace)
         await super().login(token)
 
     async def setup_hook(self) -> None:
@@ -140,10 +147,14 @@ class KlingBot(commands.AutoShardedBot):
             timeout_s=cfg.runware.request_timeout_s,
             max_retries=cfg.runware.max_retries,
             poll_batch_size=cfg.runware.poll_batch_size,
+            on_request=self.metrics.runware_request,
         )
         self.sink = DiscordSink(self, pacer=ChannelPacer(limit=self.pace[0], window_s=self.pace[1]))
         self.engine = Engine(cfg=cfg, db=self.db, client=self.runware, sink=self.sink, clock=self.clock,
-                             http=self.web)
+                             http=self.web, metrics=self.metrics)
+        if cfg.metrics.listen:
+            self.metrics_server = MetricsServer(self.metrics, self.db, cfg.metrics.listen)
+            await self.metrics_server.start()
 
     async def _load_extensions(self) -> None:
         for name in EXTENSIONS:  # a missing cog is an error: the bot must not run without it
@@ -210,6 +221,8 @@ class KlingBot(commands.AutoShardedBot):
                 log.exception("stopping the engine failed")
         if self.sink is not None:
             await self.sink.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         await super().close()
         if self.runware is not None:
             await self.runware.aclose()

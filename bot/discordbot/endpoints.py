@@ -37,13 +37,13 @@ def set_rest_base(api_base_url: str) -> None:
     Route.BASE = api_base_url.rstrip("/")
 
 
-async def fetch_gateway_url(api_base_url: str, token: SecretStr) -> str:
+async def fetch_gateway_url(api_base_url: str, token: SecretStr, trace: aiohttp.TraceConfig | None = None) -> str:
     """Ask ``GET {api_base_url}/gateway/bot`` where the gateway lives. The token is never logged."""
     url = api_base_url.rstrip("/") + "/gateway/bot"
     headers = {"Authorization": "Bot " + token.get_secret_value()}
     timeout = aiohttp.ClientTimeout(total=_GATEWAY_TIMEOUT_S)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout, trace_configs=[trace] if trace else None) as session:
             async with session.get(url, headers=headers) as resp:
                 if resp.status == 401:
                     raise UserFacingError(f"Discord at {api_base_url} rejected the bot token (401).")
@@ -72,8 +72,10 @@ def reset_discord_endpoints() -> None:
     DiscordWebSocket.DEFAULT_GATEWAY = _DISCORD_GATEWAY
 
 
-async def point_discord_at(api_base_url: str, token: SecretStr) -> str | None:
+async def point_discord_at(api_base_url: str, token: SecretStr, trace: aiohttp.TraceConfig | None = None
+                           ) -> str | None:
     """Aim discord.py at ``api_base_url`` and the gateway it names; a no-op for Discord's own API.
+    ``trace`` sees the gateway request (the metrics count it like discord.py's own).
 
     Returns the gateway URL in use when it was changed, else None.
     """
@@ -81,7 +83,7 @@ async def point_discord_at(api_base_url: str, token: SecretStr) -> str | None:
         reset_discord_endpoints()
         return None
     set_rest_base(api_base_url)
-    gateway = await fetch_gateway_url(api_base_url, token)
+    gateway = await fetch_gateway_url(api_base_url, token, trace)
     set_gateway(gateway)
     log.info("Discord REST at %s, gateway at %s", api_base_url.rstrip("/"), gateway)
     return gateway

@@ -72,6 +72,7 @@ class RunwareClient:
         rng: random.Random | None = None,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 8.0,
+        on_request: Callable[[str, str], None] | None = None,
     ) -> None:
         if poll_batch_size < 1:
             raise ValueError("poll_batch_size must be >= 1")
@@ -87,6 +88,8 @@ class RunwareClient:
         self.backoff_cap_s = backoff_cap_s
         self.http_requests = 0
         self.batching_enabled = True
+        # Told (task type, outcome) after every HTTP attempt, retries included: the metrics' counter.
+        self._on_request = on_request
 
     def __repr__(self) -> str:
         return f"RunwareClient(api_url={self._url!r}, batching_enabled={self.batching_enabled})"
@@ -228,10 +231,12 @@ class RunwareClient:
 
     async def _send_once(self, tasks: Tasks) -> _Reply:
         self.http_requests += 1
+        task_type = str(tasks[0].get("taskType", "unknown")) if tasks else "unknown"
         headers = {"Authorization": f"Bearer {self._key.get_secret_value()}"}
         try:
             response = await self._http.post(self._url, json=tasks, headers=headers)
         except httpx.RequestError as exc:
+            self._count(task_type, "transport_error")
             # httpx's messages carry no headers, but scrub anyway: the key must never leak.
             raise TransportError("transportError", self._scrub(f"{type(exc).__name__}: {exc}")) from exc
         status = response.status_code
@@ -241,11 +246,17 @@ class RunwareClient:
             envelope = None
         if envelope is None:
             if status < 400:
+                self._count(task_type, "transport_error")
                 raise TransportError("malformedResponse", f"HTTP {status}: the body is not Runware JSON")
             envelope = ([], [])
+        self._count(task_type, request_outcome(status))
         data, raw_errors = envelope
         errors = [self._scrubbed(parse_error_item(item)) for item in raw_errors]
         return _Reply(status, data, errors, _retry_after(response))
+
+    def _count(self, task_type: str, outcome: str) -> None:
+        if self._on_request is not None:
+            self._on_request(task_type, outcome)
 
     # ---- errors and secrets ------------------------------------------------------------------
 
@@ -261,6 +272,19 @@ class RunwareClient:
     def _scrubbed(self, item: TaskError) -> TaskError:
         clean = self._scrub(item.message)
         return item if clean == item.message else item.model_copy(update={"message": clean})
+
+
+def request_outcome(status: int) -> str:
+    """How one answered request ended, for the metrics: ok, rejected (bad parameters: 400 and other
+    4xx), refused (401/402/403: key, balance, permission), rate_limited (429), server_error (5xx).
+    ``transport_error`` (no answer, or not Runware JSON) is counted where it happens."""
+    if status < 400:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return "refused" if status in (401, 402, 403) else "rejected"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

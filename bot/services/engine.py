@@ -30,6 +30,7 @@ from bot.services import queue
 from bot.services.clock import Clock, SystemClock
 from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
+from bot.services.metrics import Metrics
 from bot.services.moderation.permissions import may_manage_job
 from bot.services.poller import Poller
 from bot.services.quotas import RUNWARE_PAUSE_KEY, RUNWARE_PAUSED_MESSAGE, Member, Quotas
@@ -61,6 +62,7 @@ class Engine:
         sink: JobSink,
         clock: Clock | None = None,
         http: httpx.AsyncClient | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         hooks = webhook_settings(cfg)  # first: UserFacingError when the secret is missing
         self.cfg = cfg
@@ -70,7 +72,7 @@ class Engine:
         self.clock = clock or SystemClock()
         tz = cfg.progress.tz
         self.quotas = Quotas(db, cfg.limits, tz, self.clock)
-        self.store = JobStore(db, self.quotas, self.clock, tz)
+        self.store = JobStore(db, self.quotas, self.clock, tz, metrics=metrics)
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.runware.request_timeout_s), follow_redirects=False

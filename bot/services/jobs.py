@@ -15,8 +15,9 @@ decides while it lives, and otherwise the job is cancelled with its reserve open
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
 from bot import failpoints
 from bot.db import Conn, Database
@@ -37,15 +38,18 @@ from bot.db.jobs import (
     set_image_uuids,
     unclaim_job,
 )
+from bot.db.metrics import delivered_result_facts
 from bot.db.money import insert_ledger, job_money, lock_spend
 from bot.db.records import ACTIVE_STATES, FINAL_STATES, JobRecord
 from bot.errors import LimitExceeded
 from bot.runware.models import VideoResult
 from bot.services import queue
 from bot.services.clock import Clock, day_of, month_of
+from bot.services.metrics import JobFinished, Metrics
 from bot.services.quotas import TERMINAL_SCOPE, Member, Quotas
 
 SYSTEM_ACTOR = "system"
+T = TypeVar("T")
 
 
 def _actor(member: Member) -> str:
@@ -64,6 +68,10 @@ def _ledger(c: Conn, job: JobRecord, kind: str, amount: int, reason: str | None,
     )
 
 
+def _cancelled(notes: list[JobFinished], job: JobRecord, now: float) -> None:
+    notes.append(JobFinished(job.model_key, "cancelled", job.submitted_at, now, None))
+
+
 class JobStore:
     def __init__(
         self,
@@ -73,12 +81,23 @@ class JobStore:
         tz: tzinfo,
         *,
         run_id: str = queue.RUN_ID,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
         self.quotas = quotas
         self.clock = clock
         self.tz = tz
         self.run_id = run_id
+        self.metrics = metrics
+
+    async def _noted_tx(self, fn: Callable[..., T], *args: Any) -> T:
+        """run_tx with a list as ``fn``'s last argument, where it notes the jobs it finished and the
+        costs it settled; they reach the metrics once the transaction has committed."""
+        notes: list[JobFinished] = []
+        result = await self.db.run_tx(fn, *args, notes)
+        if notes and self.metrics is not None:
+            self.metrics.job_events(notes)
+        return result
 
     # ---- creation (the reserve) --------------------------------------------------------------------
 
@@ -173,17 +192,18 @@ class JobStore:
         """Just before its submit goes out: True when the job may be sent, with ``submit_sent_at``
         written first (DB before the call). False when it must not be sent: finished meanwhile, or
         cancelled (then it is finished here: free if it was never sent, else cancel_sent)."""
-        send = await self.db.run_tx(self._begin_submit, job_id, self.clock.now())
+        send = await self._noted_tx(self._begin_submit, job_id, self.clock.now())
         if send:
             failpoints.hit("before_submit")
         return send
 
-    def _begin_submit(self, c: Conn, job_id: int, now: float) -> bool:
+    def _begin_submit(self, c: Conn, job_id: int, now: float, notes: list[JobFinished]) -> bool:
         job = get_job(c, job_id)
         if job is None or job.state != "queued":
             return False
         if job.cancel_requested:
-            queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now)
+            if queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now):
+                _cancelled(notes, job, now)
             return False
         return mark_sending(c, job_id, now)
 
@@ -200,14 +220,15 @@ class JobStore:
         """Give a claimed queued job back to the queue (its submit failed for now). A cancel asked
         for while it was being submitted takes effect here: released if it was never sent, else
         cancelled with the reserve open (the failed submit may still have reached Runware)."""
-        return await self.db.run_tx(self._unclaim, job_id, self.clock.now())
+        return await self._noted_tx(self._unclaim, job_id, self.clock.now())
 
-    def _unclaim(self, c: Conn, job_id: int, now: float) -> JobRecord | None:
+    def _unclaim(self, c: Conn, job_id: int, now: float, notes: list[JobFinished]) -> JobRecord | None:
         job = get_job(c, job_id)
         if job is None or job.state != "queued":
             return job
         if job.cancel_requested:
-            queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now)
+            if queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now):
+                _cancelled(notes, job, now)
         else:
             unclaim_job(c, job_id)
         return get_job(c, job_id)
@@ -240,7 +261,7 @@ class JobStore:
         with ``notified_at`` cleared, so its results are posted."""
         if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state!r}")
-        done = await self.db.run_tx(
+        done = await self._noted_tx(
             self._finish, job_id, state, error, cost_micro, failed_variations, self.clock.now()
         )
         if done:
@@ -249,13 +270,14 @@ class JobStore:
 
     def _finish(
         self, c: Conn, job_id: int, state: str, error: str | None, cost_micro: int | None,
-        failed_variations: int, now: float,
+        failed_variations: int, now: float, notes: list[JobFinished],
     ) -> bool:
         job = get_job(c, job_id)
         if job is None:
             return False
         if job.cancel_requested:
             state = "cancelled"
+        reached: str | None = None  # the final state this call moved the job into (a job counts once)
         if job.is_final:
             if not _may_still_bill(job.state, job) or job_money(c, job_id).finalized:
                 return False
@@ -265,30 +287,36 @@ class JobStore:
                 late_success(c, job_id, error, failed_variations)
         elif not finish_job(c, job_id, state, error, failed_variations, now):
             return False
+        else:
+            reached = state
+        settled: int | None = None
         if cost_micro is None and state == "succeeded":
             # includeCost is always sent; if Runware still said nothing, the results' own costs or
             # else the estimate: a delivered video is never free by accident.
             count, total = results_cost(c, job_id)
             cost_micro = total if count and total else job.estimate_micro
         if cost_micro is not None and (state == "succeeded" or cost_micro > 0):
-            _ledger(c, job, "settle", cost_micro, state, now)
+            if _ledger(c, job, "settle", cost_micro, state, now) is not None:
+                settled = cost_micro
         elif cost_micro is None and _may_still_bill(state, job):
             pass  # the reserve stays open: a late cost, or expire() / close_late_window()
         else:
             _ledger(c, job, "release", job.estimate_micro, error or state, now)
+        if reached is not None or settled is not None:
+            notes.append(JobFinished(job.model_key, reached, job.submitted_at, now, settled))
         return True
 
     async def abandon(self, job_id: int, error: str, *, told: bool = False) -> bool:
         """Failed before Runware took it (upload refused, submit rejected): failed, released. With
         ``told`` the member already heard it from the command's own reply, so in the same
         transaction the job counts as notified and no public notice follows."""
-        done = await self.db.run_tx(self._abandon, job_id, error, told, self.clock.now())
+        done = await self._noted_tx(self._abandon, job_id, error, told, self.clock.now())
         if done:
             failpoints.hit("after_settle")
         return done
 
-    def _abandon(self, c: Conn, job_id: int, error: str, told: bool, now: float) -> bool:
-        done = self._finish(c, job_id, "failed", error, None, 0, now)
+    def _abandon(self, c: Conn, job_id: int, error: str, told: bool, now: float, notes: list[JobFinished]) -> bool:
+        done = self._finish(c, job_id, "failed", error, None, 0, now, notes)
         if done and told:
             mark_notified(c, job_id, now, None)
         return done
@@ -301,9 +329,9 @@ class JobStore:
         """Close one job's late window: the videos that came are settled at their reported cost
         (a timed-out job then becomes a partial success whose results are posted, naming the ones
         that never came); with none, the reserve is released. False if nothing was open."""
-        return await self.db.run_tx(self._expire, [job_id], self.clock.now()) == [job_id]
+        return await self._noted_tx(self._expire, [job_id], self.clock.now()) == [job_id]
 
-    def _expire(self, c: Conn, job_ids: list[int], now: float) -> list[int]:
+    def _expire(self, c: Conn, job_ids: list[int], now: float, notes: list[JobFinished]) -> list[int]:
         closed = []
         for job in get_jobs(c, job_ids):
             if not job.is_final or job_money(c, job.id).finalized:
@@ -322,7 +350,8 @@ class JobStore:
                 came = "1 video" if len(arrived) == 1 else f"{len(arrived)} videos"
                 late_success(c, job.id, f"Only {came} of {job.variations} came: Runware did not finish "
                              f"the other {missing} in time, and they cost nothing.", missing)
-            _ledger(c, job, "settle", cost, "late window closed", now)
+            if _ledger(c, job, "settle", cost, "late window closed", now) is not None:
+                notes.append(JobFinished(job.model_key, None, job.submitted_at, now, cost))
             closed.append(job.id)
         return closed
 
@@ -332,23 +361,31 @@ class JobStore:
         submit's outcome decides. Sent by a process that is gone (or another one): cancel_sent.
         Submitted/processing: ``cancel_requested``; it keeps being polled to settle, and is never
         delivered. Final jobs are unchanged. Returns the job as it is now (None if there is none)."""
-        return await self.db.run_tx(self._request_cancel, job_id, actor, self.clock.now())
+        return await self._noted_tx(self._request_cancel, job_id, actor, self.clock.now())
 
-    def _request_cancel(self, c: Conn, job_id: int, actor: str, now: float) -> JobRecord | None:
+    def _request_cancel(
+        self, c: Conn, job_id: int, actor: str, now: float, notes: list[JobFinished]
+    ) -> JobRecord | None:
         job = get_job(c, job_id)
         if job is None or job.is_final:
             return job
         sending_here = job.claimed_by == self.run_id and (job.claimed_at or 0) >= now - queue.CLAIM_TTL_S
         if job.state == "queued" and not job.may_be_at_runware:
-            queue.cancel_queued(c, job, actor, now)
+            if queue.cancel_queued(c, job, actor, now):
+                _cancelled(notes, job, now)
         elif job.state == "queued" and not sending_here:
-            queue.cancel_sent(c, job, actor, now)
+            if queue.cancel_sent(c, job, actor, now):
+                _cancelled(notes, job, now)
         else:
             set_cancel_requested(c, job_id, actor)
         return get_job(c, job_id)
 
     async def mark_delivered(self, result_id: int, local_path: str | None = None) -> bool:
         done = await self.db.run(mark_delivered, result_id, self.clock.now(), local_path)
+        if done and self.metrics is not None:
+            facts = await self.db.run(delivered_result_facts, result_id)
+            if facts is not None:
+                self.metrics.video_delivered(*facts)
         if done:
             failpoints.hit("after_delivery")
         return done
