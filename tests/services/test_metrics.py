@@ -65,8 +65,13 @@ def fake_discord_counts(w: BotWorld) -> Counter:
     return Counter((request_kind(c.method, API_PREFIX + c.path), str(c.status)) for c in w.fake.calls)
 
 
-async def test_metrics_after_a_succeeded_a_failed_and_a_cancelled_job(tmp_path: Path) -> None:
-    async with started_world(tmp_path, CONFIG) as w:
+def on_store(store: str) -> dict:
+    """CONFIG on this store (the gauges' SQL runs on both)."""
+    return {**CONFIG, "storage": {"url": store}} if store.startswith("postgresql") else CONFIG
+
+
+async def test_metrics_after_a_succeeded_a_failed_and_a_cancelled_job(tmp_path: Path, store: str) -> None:
+    async with started_world(tmp_path, on_store(store)) as w:
         start = await scrape(w)
         # Counters start at 0, every model and final state present from the first scrape.
         for model in w.cfg.models:
