@@ -11,7 +11,6 @@ import logging
 import os
 import tomllib
 import zoneinfo
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -28,10 +27,10 @@ from pydantic import (
 )
 
 from bot.runware.models import OutputFormat, SafetyMode
+from bot.usd import MICRO, usd_to_micro
 
 log = logging.getLogger(__name__)
 
-MICRO = 1_000_000
 DEFAULT_CONFIG_PATH = "config.toml"
 SAFETY_MODES: tuple[SafetyMode, ...] = get_args(SafetyMode)  # weakest first
 ASPECTS = ("16:9", "9:16", "1:1")
@@ -40,36 +39,6 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 
 class ConfigError(Exception):
     """A config file that cannot be used; the message names the key, the value and the file."""
-
-
-def usd_to_micro(value: Any) -> int:
-    """USD (int, float, decimal string) -> integer micro-USD, rounded half up."""
-    if isinstance(value, bool):
-        raise ValueError("expected an amount in USD, e.g. 5.00")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise ValueError("expected an amount in USD, e.g. 5.00") from exc
-    if not amount.is_finite():
-        raise ValueError("expected a finite amount in USD")
-    return int((amount * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def micro_to_usd(micro: int) -> str:
-    """Integer micro-USD -> '$1.234567' trimmed to cents where exact, for people."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO)
-    text = f"{frac:06d}".rstrip("0")
-    if len(text) < 2:
-        text = text.ljust(2, "0")
-    return f"{sign}${whole}.{text}"
-
-
-def micro_to_decimal_str(micro: int) -> str:
-    """Integer micro-USD -> '1.234567' (always 6 decimals), for CSV exports."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO)
-    return f"{sign}{whole}.{frac:06d}"
 
 
 def _unlimited_or(kind: str):

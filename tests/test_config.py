@@ -3,16 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import (
-    BUILTIN_MODELS,
-    Config,
-    ConfigError,
-    load_config,
-    micro_to_decimal_str,
-    micro_to_usd,
-    usd_to_micro,
-)
+from bot.config import BUILTIN_MODELS, Config, ConfigError, load_config
 from bot.sandbox import sandbox_db_path
+from bot.usd import micro_to_decimal_str, micro_to_usd, usd_to_micro
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
-from bot.config import Config, micro_to_usd
+from bot.config import Config
 from bot.errors import InvalidInput
 from bot.images import CheckedImage, check_frame_pair, check_image
 from bot.requests import ResolvedRequest, build_task, resolve_request
 from bot.runware.models import VideoInferenceTask, new_task_uuid
+from bot.usd import micro_to_usd
 
 
 def read_frame(path: str | None, field: str) -> CheckedImage | None:

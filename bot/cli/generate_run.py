@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bot.cli.generate_request import fit_limit_from_args, resolve_from_args
-from bot.config import Config, micro_to_usd
+from bot.config import Config
 from bot.db import open_database
 from bot.db.jobs import active_jobs, get_job, unnotified_jobs
 from bot.db.money import job_money
@@ -25,6 +25,7 @@ from bot.sandbox import enter_sandbox
 from bot.services.engine import Engine
 from bot.services.quotas import Member
 from bot.services.sink import Outcome, ProgressUpdate
+from bot.usd import micro_to_usd
 
 NO_DOWNLOAD_CAP = 4 * 1024**3
 TERMINAL_GUILD = 0

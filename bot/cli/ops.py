@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bot.config import Config, load_config, micro_to_usd
+from bot.config import Config, load_config
 from bot.db import Database, open_database
 from bot.db.connection import describe_location
 from bot.db.jobs import jobs_by_state
@@ -37,6 +37,7 @@ from bot.services.moderation.members import MemberReport
 from bot.services.moderation.money import parse_usd_amount
 from bot.services.quotas import DM_SCOPE, Member, Quotas, scope_name
 from bot.services.usage import MONEY_COLUMNS, Usage, UsageLine, UsageReport
+from bot.usd import micro_to_usd
 
 HEALTH_MIN_AGE_S = 30.0
 HEALTH_BEATS = 6  # missed heartbeats before the bot counts as unhealthy

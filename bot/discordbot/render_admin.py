@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import discord
 
-from bot.config import micro_to_usd
 from bot.db.records import AuditRecord
 from bot.discordbot.render_job import clip, discord_time
 from bot.services.moderation.audit import Change
@@ -16,6 +15,7 @@ from bot.services.moderation.limits import limits_text
 from bot.services.moderation.members import MemberReport
 from bot.services.moderation.money import BudgetWarning
 from bot.services.usage import UsageLine, UsageReport
+from bot.usd import micro_to_usd
 
 DESCRIPTION_MAX = 4096
 CONTENT_MAX = 2000

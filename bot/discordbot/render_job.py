@@ -14,9 +14,9 @@ from typing import Any
 
 import discord
 
-from bot.config import micro_to_usd
 from bot.db.records import JobRecord
 from bot.services.sink import Outcome, ProgressUpdate, ResultFile
+from bot.usd import micro_to_usd
 
 BAR_WIDTH = 10
 PROMPT_PREVIEW = 300

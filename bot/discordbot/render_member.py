@@ -12,7 +12,6 @@ from typing import Any
 
 import discord
 
-from bot.config import micro_to_usd
 from bot.db.records import ACTIVE_STATES, JobMoney, JobRecord, ResultRecord
 from bot.discordbot.render_job import (
     COLOR_DONE,
@@ -28,6 +27,7 @@ from bot.discordbot.render_job import (
     time_taken,
 )
 from bot.services.quotas import MemberUsage
+from bot.usd import micro_to_usd
 
 FIELD_MAX = 1024
 SNIPPET = 60

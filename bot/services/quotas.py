@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from bot.config import LimitsConfig, micro_to_usd
+from bot.config import LimitsConfig
 from bot.db import Conn, Database
 from bot.db.guilds import (
     get_ban,
@@ -34,6 +34,7 @@ from bot.services.clock import (
     next_day_start,
     next_month_start,
 )
+from bot.usd import micro_to_usd
 
 RUNWARE_PAUSED_MESSAGE = (
     "Video generation is paused for now: the bot's Runware account needs attention. "

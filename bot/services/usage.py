@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import timedelta
 
-from bot.config import Config, micro_to_decimal_str
+from bot.config import Config
 from bot.db import Database
 from bot.db.reports import usage_by
 from bot.errors import InvalidInput
 from bot.services.clock import Clock, day_of, local
+from bot.usd import micro_to_decimal_str
 
 PERIODS = ("today", "7d", "month", "all")
 GROUPINGS = ("user", "model", "day")

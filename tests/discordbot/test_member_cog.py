@@ -7,9 +7,9 @@ import time
 from datetime import UTC
 from pathlib import Path
 
-from bot.config import micro_to_usd
 from bot.db.jobs import results_for_job
 from bot.services.clock import Clock, next_day_start, next_month_start
+from bot.usd import micro_to_usd
 from tests.fakes.discord_state import EVERYONE_PERMISSIONS, MANAGE_GUILD
 from tests.fakes.world import BotWorld, callback
 

@@ -17,7 +17,6 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bot.config import micro_to_usd
 from bot.db.jobs import get_job, results_for_job
 from bot.db.money import job_money
 from bot.db.records import ACTIVE_STATES, JobRecord
@@ -30,6 +29,7 @@ from bot.discordbot.render_member import details_embed
 from bot.errors import NotPermitted, UserFacingError
 from bot.services.moderation import permissions as rule
 from bot.services.sink import ProgressUpdate, phase_of
+from bot.usd import micro_to_usd
 
 log = logging.getLogger(__name__)
 

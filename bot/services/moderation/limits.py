@@ -10,10 +10,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from bot.config import MICRO, micro_to_usd, usd_to_micro
 from bot.db.records import UNLIMITED as UNLIMITED_COLUMN
 from bot.db.records import LimitOverride
 from bot.errors import InvalidInput
+from bot.usd import MICRO, micro_to_usd, usd_to_micro
 
 MAX_COUNT = 1_000_000
 MAX_USD_MICRO = 1_000_000 * MICRO

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from bot.config import micro_to_usd, usd_to_micro
 from bot.db import Conn
 from bot.db.guilds import get_guild_settings, guilds_with_log_channel, update_guild_settings
 from bot.db.jobs import get_job
@@ -15,6 +14,7 @@ from bot.errors import InvalidInput, UserFacingError
 from bot.services.clock import day_of, month_of
 from bot.services.moderation.audit import AuditedActions, Change, Diff, audited, clean_reason
 from bot.services.moderation.limits import KEEP, MAX_USD_MICRO, USD_ALLOWED, Limit, limit_text, stored_limit
+from bot.usd import micro_to_usd, usd_to_micro
 
 CREDIT_ALLOWED = "a non-zero amount in USD such as 2.50, or -1.00 to take allowance away"
 
