@@ -382,11 +382,9 @@ class JobStore:
 
     async def mark_delivered(self, result_id: int, local_path: str | None = None) -> bool:
         done = await self.db.run(mark_delivered, result_id, self.clock.now(), local_path)
-        if done and self.metrics is not None:
-            facts = await self.db.run(delivered_result_facts, result_id)
-            if facts is not None:
-                self.metrics.video_delivered(*facts)
         if done:
+            if self.metrics is not None and (facts := await self.db.run(delivered_result_facts, result_id)):
+                self.metrics.video_delivered(*facts)
             failpoints.hit("after_delivery")
         return done
 
