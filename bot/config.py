@@ -90,7 +90,7 @@ class DiscordConfig(_Section):
     allow_dms: bool = False
     attachment_hosts: list[str] = ["cdn.discordapp.com", "media.discordapp.net"]
     ops_channel_id: int = 0
-    shard_count: int = Field(0, ge=0)  # 0: AutoShardedBot asks Discord how many (all in this process)
+    shard_count: int = Field(0, ge=0)  # 0: one gateway connection; N: AutoShardedBot with N shards
     shard_ids: list[int] = []          # the shards of shard_count this process runs ([] = all)
 
     @field_validator("shard_ids")

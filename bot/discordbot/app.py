@@ -59,7 +59,7 @@ class Running:
     web: httpx.AsyncClient
 
 
-class KlingBot(commands.AutoShardedBot):
+class KlingBot(commands.Bot):
     def __init__(
         self,
         cfg: Config,
@@ -74,13 +74,9 @@ class KlingBot(commands.AutoShardedBot):
         intents.guilds = True  # the only intent needed; nothing privileged
         # This process's counters (SPEC 2.4), served on [metrics] listen when set.
         metrics = Metrics(cfg.models)
-        # Sharded always: discord.shard_count 0 lets Discord say how many (all run here); N with
-        # shard_ids runs those of N, so several processes on one PostgreSQL split the guilds.
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
-            shard_count=cfg.discord.shard_count or None,
-            shard_ids=list(cfg.discord.shard_ids) or None,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
             http_trace=discord_trace(metrics),
@@ -233,6 +229,20 @@ class KlingBot(commands.AutoShardedBot):
         log.info("bot stopped")
 
 
+class ShardedKlingBot(KlingBot, commands.AutoShardedBot):
+    """The bot with ``discord.shard_count`` gateway shards, of which this process runs
+    ``discord.shard_ids`` (all when empty): several processes on one PostgreSQL split the guilds."""
+
+
+def new_bot(cfg: Config, **kwargs: Any) -> KlingBot:
+    """The bot ``klingbot run`` starts: sharded when ``discord.shard_count`` is set, else one gateway
+    connection (enough for a bot in up to 2,500 guilds)."""
+    if cfg.discord.shard_count:
+        return ShardedKlingBot(cfg, shard_count=cfg.discord.shard_count,
+                               shard_ids=list(cfg.discord.shard_ids) or None, **kwargs)
+    return KlingBot(cfg, **kwargs)
+
+
 @contextlib.contextmanager
 def _signals_set(event: asyncio.Event, enabled: bool):
     loop = asyncio.get_running_loop()
@@ -277,7 +287,7 @@ async def run_bot(
             if key is None:
                 raise UserFacingError("RUNWARE_API_KEY is not set: put the Runware API key in the "
                                       "environment, or run with --sandbox.")
-        bot = KlingBot(cfg, runware_api_key=key, **(bot_options or {}))
+        bot = new_bot(cfg, runware_api_key=key, **(bot_options or {}))
         if on_bot is not None:
             on_bot(bot)
         with _signals_set(stop, install_signals):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli.run import cmd_run, cmd_sync
-from bot.config import Secrets
+from bot.config import Config, Secrets
 from bot.discordbot.endpoints import reset_discord_endpoints
 from bot.discordbot.sink import REFUSALS_BEFORE_DM
 from tests.fakes.world import BotWorld, launch, started_world
@@ -252,3 +252,17 @@ def test_error_descriptions() -> None:
     assert text == "You need the Manage Server permission to do that." and not bug
     assert describe(app_commands.CheckFailure())[1] is False
     assert describe(RuntimeError("boom")) == ("", True)
+
+
+def test_discord_shard_count_makes_an_auto_sharded_bot_running_its_shards():
+    from discord.ext import commands
+
+    from bot.discordbot.app import new_bot
+
+    sharded = new_bot(Config.model_validate({"discord": {"shard_count": 4, "shard_ids": [1, 3]}}),
+                      runware_api_key=None)
+    assert isinstance(sharded, commands.AutoShardedBot)
+    assert (sharded.shard_count, sharded.shard_ids) == (4, [1, 3])
+    every = new_bot(Config.model_validate({"discord": {"shard_count": 2}}), runware_api_key=None)
+    assert (every.shard_count, every.shard_ids) == (2, None)  # all of them, in this process
+    assert not isinstance(new_bot(Config.model_validate({}), runware_api_key=None), commands.AutoShardedBot)
