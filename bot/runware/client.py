@@ -22,19 +22,18 @@ from bot.runware.errors import (
     TransportError,
     error_for,
 )
+from bot.runware.fold import fold_item
 from bot.runware.models import (
     GetResponseTask,
     ImageUploadTask,
     TaskError,
     TaskStatus,
     VideoInferenceTask,
-    item_has_video,
     item_image_uuid,
     item_status,
     item_task_uuid,
     new_task_uuid,
     parse_error_item,
-    parse_video_item,
     split_response,
 )
 
@@ -44,7 +43,6 @@ Tasks = list[dict[str, Any]]
 
 # A multi-task poll answered with one of these, naming none of its tasks, is a rejection of batching.
 _BATCH_REJECTED = frozenset({400, 413})
-_PROCESSING = frozenset({"processing", "pending"})
 _MAX_MESSAGE = 500
 # What a key check may be refused with; anything else said about the probe task means the key works.
 _KEY_REFUSED = (AuthError, BalanceError, ForbiddenError)
@@ -199,20 +197,24 @@ class RunwareClient:
     # ---- HTTP --------------------------------------------------------------------------------
 
     async def _exchange(self, build: Callable[[], Tasks], *, what: str) -> _Reply:
-        """POST the tasks, retrying transport errors, 429 and 5xx with capped, jittered backoff.
-        Returns any other answer (2xx or a final 4xx) for the caller to read."""
+        """POST the tasks, retrying with capped, jittered backoff while the request's failure is
+        ``retryable`` (errors.py decides: transport errors, 429, 5xx, provider trouble). Returns any
+        other answer (2xx, or a final refusal) for the caller to read."""
         attempt = 0
         while True:
             try:
                 reply = await self._send_once(build())
             except TransportError as exc:
+                if not exc.retryable:
+                    raise
                 failure: RunwareError = exc
                 retry_after = None
             else:
-                # Only 429 and 5xx are transient; any other answer (400..403 included) is final.
-                if reply.status < 500 and reply.status != 429:
+                if reply.status < 400:
                     return reply
-                failure = self._error(reply.status, reply.errors[0] if reply.errors else None)
+                failure = self._error(reply.status, _request_error(reply))
+                if not failure.retryable:
+                    return reply  # a final refusal (400..403, a bad request): the caller reads it
                 retry_after = reply.retry_after_s
             if attempt >= self.max_retries:
                 log.warning("%s failed after %d attempts: %s", what, attempt + 1, failure)
@@ -296,6 +298,12 @@ def _retry_after(response: httpx.Response) -> float | None:
     return seconds if seconds is not None and seconds >= 0 else None
 
 
+def _request_error(reply: _Reply) -> TaskError | None:
+    """The error item about the request itself (naming no task); items naming a task are answers
+    about that task (a failed video), not reasons to send the request again."""
+    return next((e for e in reply.errors if e.task_uuid is None), None)
+
+
 def _errors_for_task(reply: _Reply, task_uuid: str) -> list[TaskError]:
     """Error items of a single-task request: those naming the task, or naming no task at all."""
     errors = [e for e in reply.errors if e.task_uuid in (None, task_uuid)]
@@ -316,29 +324,12 @@ def _absorb(
     """Fold one getResponse answer into the per-task statuses, matching items by taskUUID."""
     members = set(batch)
     sole = batch[0] if len(batch) == 1 else None
-    seen = {uuid: {r.video_uuid for r in statuses[uuid].results} for uuid in batch}
     for item in reply.data:
         uuid = item_task_uuid(item)
-        if uuid not in members:
+        if uuid is None or uuid not in members:
             log.debug("getResponse item for an unrequested task ignored: %s", uuid)
             continue
-        state = item_status(item)
-        status = statuses[uuid]
-        if state == "error":
-            status.errors.append(scrub(parse_error_item(item)))
-        elif state == "success" or (state is None and item_has_video(item)):
-            if not item_has_video(item):
-                log.warning("success item without a video id for %s ignored", uuid)
-                continue
-            video = parse_video_item(item)
-            if video.video_uuid not in seen[uuid]:
-                seen[uuid].add(video.video_uuid)
-                status.results.append(video)
-        else:
-            # processing/pending, or any state Runware adds later: known to Runware, not finished.
-            if state not in _PROCESSING:
-                log.debug("getResponse state %r for %s read as processing", state, uuid)
-            status.processing = True
+        fold_item(statuses, uuid, item, scrub)
     for error in reply.errors:
         uuid = error.task_uuid if error.task_uuid in members else sole if error.task_uuid is None else None
         if uuid is None:

@@ -27,15 +27,8 @@ from pydantic import SecretStr
 from bot.config import Config
 from bot.errors import UserFacingError
 from bot.hosts import is_loopback
-from bot.runware.models import (
-    TaskStatus,
-    item_has_video,
-    item_status,
-    item_task_uuid,
-    parse_error_item,
-    parse_video_item,
-    split_response,
-)
+from bot.runware.fold import fold_item
+from bot.runware.models import TaskStatus, item_task_uuid, split_response
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +94,12 @@ def statuses_from_body(body: Any) -> dict[str, TaskStatus] | None:
         return None
     data, errors = envelope
     statuses: dict[str, TaskStatus] = {}
-
-    def status_for(uuid: str) -> TaskStatus:
-        return statuses.setdefault(uuid, TaskStatus(task_uuid=uuid))
-
     for item in [*data, *({**e, "status": "error"} for e in errors)]:
         uuid = item_task_uuid(item)
         if uuid is None:
             log.debug("webhook item without a taskUUID ignored")
             continue
-        state = item_status(item)
-        try:
-            if state == "error":
-                status_for(uuid).errors.append(parse_error_item(item))
-            elif state == "success" or (state is None and item_has_video(item)):
-                if not item_has_video(item):
-                    log.warning("webhook: success item without a video id for %s ignored", uuid)
-                    continue
-                video = parse_video_item(item)
-                status = status_for(uuid)
-                if all(r.video_uuid != video.video_uuid for r in status.results):
-                    status.results.append(video)
-            else:
-                status_for(uuid).processing = True  # not finished yet (Runware sends finished items)
-        except ValueError as exc:  # pydantic's ValidationError too: a field of the wrong type
-            log.warning("webhook: malformed item for %s ignored (%s)", uuid, type(exc).__name__)
+        fold_item(statuses, uuid, item)
     return statuses
 
 

@@ -605,3 +605,52 @@ async def test_check_key_takes_any_answer_about_the_probe_task_as_a_working_key(
         finally:
             await c.aclose()
     assert len(received) == 4
+
+
+# ---- the retry decision is the error's own `retryable` ---------------------------------------------
+
+
+async def poll_against(answers: list[tuple[int, Any]], sleeps, task_uuid: str):
+    async with canned_runware(answers) as (url, received):
+        c = RunwareClient(api_url=url, api_key=SecretStr(KEY), sleep=sleeps, max_retries=2)
+        try:
+            return await c.poll_many([task_uuid]), received
+        finally:
+            await c.aclose()
+
+
+async def test_a_5xx_naming_a_refused_key_is_not_retried(sleeps):
+    body = {"errors": [{"code": "invalidApiKey", "message": "Invalid API key."}]}
+    with pytest.raises(AuthError):
+        await poll_against([(500, body)], sleeps, new_task_uuid())
+    assert sleeps.delays == []
+
+
+async def test_a_provider_failure_of_the_request_is_retried(sleeps):
+    task = new_task_uuid()
+    trouble = {"errors": [{"code": "providerUnavailable", "message": "The provider is down."}]}
+    ok = {"data": [{"taskType": "videoInference", "taskUUID": task, "status": "processing"}]}
+    statuses, received = await poll_against([(400, trouble), (200, ok)], sleeps, task)
+    assert len(received) == 2 and len(sleeps.delays) == 1
+    assert statuses[task].processing
+
+
+async def test_an_error_naming_a_task_is_that_tasks_answer_not_a_retry(sleeps):
+    task = new_task_uuid()
+    failed = {"errors": [{"code": "providerError", "message": "The provider failed.", "taskUUID": task}]}
+    statuses, received = await poll_against([(400, failed)], sleeps, task)
+    assert len(received) == 1 and sleeps.delays == []
+    assert [e.code for e in statuses[task].errors] == ["providerError"]
+
+
+async def test_a_malformed_item_is_left_out_and_the_others_are_read(sleeps, caplog):
+    task = new_task_uuid()
+    body = {"data": [
+        {"taskType": "videoInference", "taskUUID": task, "status": "success", "videoUUID": "bad", "seed": "x"},
+        {"taskType": "videoInference", "taskUUID": task, "status": "success", "videoUUID": "v1",
+         "videoURL": "https://vm.runware.ai/v1.mp4", "seed": 5, "cost": 0.35},
+    ]}
+    with caplog.at_level(logging.WARNING, logger="bot.runware.fold"):
+        statuses, _ = await poll_against([(200, body)], sleeps, task)
+    assert [r.video_uuid for r in statuses[task].results] == ["v1"]
+    assert "malformed Runware item" in caplog.text
