@@ -14,6 +14,7 @@ import discord
 
 from bot.db.jobs import get_job
 from bot.discordbot import render_job
+from bot.discordbot.options import role_ids_of
 from bot.download import fetch_bytes
 from bot.errors import InvalidInput, NotPermitted, UserFacingError
 from bot.images import MAX_IMAGE_BYTES, CheckedImage, check_frame_pair, check_image_async
@@ -72,11 +73,8 @@ def resolve(bot: KlingBot, opts: VideoOptions, first: CheckedImage | None, has_f
 
 def member_of(interaction: discord.Interaction) -> Member:
     user = interaction.user
-    # The role ids as Discord sent them with the interaction: Member.roles would drop any role
-    # missing from the cache, and with it that role's quota override.
-    role_ids = tuple(int(r) for r in getattr(user, "_roles", ()) or ())
     guild_id = DM_SCOPE if interaction.guild_id is None else interaction.guild_id
-    return Member(guild_id=guild_id, user_id=user.id, role_ids=role_ids)
+    return Member(guild_id=guild_id, user_id=user.id, role_ids=role_ids_of(user))
 
 
 def missing_permissions(interaction: discord.Interaction) -> list[str]:

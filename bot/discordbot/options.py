@@ -38,7 +38,12 @@ class PostableChannel(app_commands.Transformer):
 Channel = app_commands.Transform[app_commands.AppCommandChannel, PostableChannel]
 
 
+def role_ids_of(user: discord.abc.User) -> tuple[int, ...]:
+    """The role ids as Discord sent them with the interaction (none for a plain user): Member.roles
+    would drop any role missing from the cache, and with it that role's quota override."""
+    return tuple(int(r) for r in getattr(user, "_roles", ()) or ())
+
+
 def user_target(user: discord.abc.User) -> tuple[int, tuple[int, ...]]:
     """A user option's id and, when Discord sent them as a member, their role ids."""
-    roles = tuple(int(r) for r in getattr(user, "_roles", ()) or ())
-    return user.id, roles
+    return user.id, role_ids_of(user)

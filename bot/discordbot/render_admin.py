@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import discord
 
 from bot.db.records import AuditRecord
+from bot.discordbot.limits import CONTENT_MAX, DESCRIPTION_MAX
 from bot.discordbot.render_job import clip, discord_time
 from bot.services.moderation.audit import Change
 from bot.services.moderation.limits import limits_text
@@ -17,12 +18,9 @@ from bot.services.moderation.money import BudgetWarning
 from bot.services.usage import UsageLine, UsageReport
 from bot.usd import micro_to_usd
 
-DESCRIPTION_MAX = 4096
-CONTENT_MAX = 2000
 LINE_MAX = 400
 TABLE_KEY_WIDTH = 20
 COLOR_ADMIN = discord.Colour.dark_teal()
-COLOR_WARN = discord.Colour.orange()
 
 ACTION_LABELS = {
     "quota.set": "set the limits of", "quota.reset": "reset the limits of",

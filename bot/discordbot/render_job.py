@@ -14,14 +14,14 @@ from typing import Any
 
 import discord
 
+from bot.config import Config
 from bot.db.records import JobRecord
+from bot.discordbot.limits import CONTENT_MAX, DESCRIPTION_MAX
 from bot.services.sink import Outcome, ProgressUpdate, ResultFile
 from bot.usd import micro_to_usd
 
 BAR_WIDTH = 10
 PROMPT_PREVIEW = 300
-DESCRIPTION_MAX = 4096
-CONTENT_MAX = 2000
 
 COLOR_QUEUED = discord.Colour.light_grey()
 COLOR_RUNNING = discord.Colour.blurple()
@@ -31,6 +31,12 @@ COLOR_WARN = discord.Colour.orange()
 
 
 # ---- small formatting helpers ------------------------------------------------------------------
+
+def model_label(cfg: Config, job: JobRecord) -> str:
+    """The job's model as people know it ("Kling 2.5 Turbo Pro"); its key once it left the registry."""
+    spec = cfg.models.get(job.model_key)
+    return spec.label if spec else job.model_key
+
 
 def discord_time(ts: float, style: str = "R") -> str:
     """A timestamp every Discord client renders in its own time zone (R = '3 minutes ago')."""

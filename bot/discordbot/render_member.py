@@ -13,12 +13,12 @@ from typing import Any
 import discord
 
 from bot.db.records import ACTIVE_STATES, JobMoney, JobRecord, ResultRecord
+from bot.discordbot.limits import CONTENT_MAX, DESCRIPTION_MAX, FIELD_MAX
 from bot.discordbot.render_job import (
     COLOR_DONE,
     COLOR_FAILED,
     COLOR_QUEUED,
     COLOR_RUNNING,
-    DESCRIPTION_MAX,
     clip,
     discord_time,
     fmt_seconds,
@@ -29,10 +29,8 @@ from bot.discordbot.render_job import (
 from bot.services.quotas import MemberUsage
 from bot.usd import micro_to_usd
 
-FIELD_MAX = 1024
 SNIPPET = 60
 HISTORY_MAX = 25
-CONTENT_MAX = 2000
 
 
 def _param(job: JobRecord, name: str, default: Any = None) -> Any:

@@ -26,6 +26,7 @@ import discord
 from bot.db.jobs import set_progress_message
 from bot.db.records import JobRecord
 from bot.discordbot import render_job
+from bot.discordbot.limits import DEFAULT_UPLOAD_LIMIT, MAX_FILES, UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, too_large
 from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer
 from bot.download import prune_old_files
 from bot.services.sink import DeliveryFailed, Outcome, ProgressUpdate
@@ -35,11 +36,6 @@ if TYPE_CHECKING:
 
 PRUNE_EVERY_S = 3600.0  # how often old downloaded videos are removed
 log = logging.getLogger(__name__)
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-MAX_FILES = 10
-UNKNOWN_CHANNEL = 10003
-UNKNOWN_MESSAGE = 10008
-TOO_LARGE = 40005
 REFUSALS_BEFORE_DM = 3  # 400s on a final post (a locked or archived thread...) before it goes by DM
 # Network trouble between us and Discord: worth another try later.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -69,10 +65,6 @@ def _is_lost_channel(exc: discord.HTTPException) -> bool:
     if isinstance(exc, discord.Forbidden):
         return True
     return isinstance(exc, discord.NotFound) and exc.code == UNKNOWN_CHANNEL
-
-
-def _too_large(exc: discord.HTTPException) -> bool:
-    return exc.code == TOO_LARGE or exc.status == 413
 
 
 class DiscordSink:
@@ -123,10 +115,6 @@ class DiscordSink:
         return await asyncio.to_thread(prune_old_files, self.downloads, "job*", now - self.cfg.runware.output_ttl_s)
 
     # ---- helpers -------------------------------------------------------------------------------
-
-    def label(self, job: JobRecord) -> str:
-        spec = self.cfg.models.get(job.model_key)
-        return spec.label if spec else job.model_key
 
     def _components(self, job: JobRecord, stage: str) -> dict[str, Any]:
         if self.components_for is None:
@@ -188,7 +176,8 @@ class DiscordSink:
         if track.finished or track.muted:
             return None
         track.wanted = update
-        if render_job.render_key(render_job.progress_embed(update, self.label(job))) != track.shown:
+        label = render_job.model_label(self.cfg, job)
+        if render_job.render_key(render_job.progress_embed(update, label)) != track.shown:
             interval = self.cfg.progress.min_edit_interval_s
             not_before = track.last_write + interval if track.message_id else None
             self._schedule_flush(job, not_before)
@@ -214,7 +203,7 @@ class DiscordSink:
             if track.finished or track.muted or update is None:
                 return
             job = update.job
-            embed = render_job.progress_embed(update, self.label(job))
+            embed = render_job.progress_embed(update, render_job.model_label(self.cfg, job))
             key = render_job.render_key(embed)
             if key == track.shown:
                 return
@@ -324,7 +313,7 @@ class DiscordSink:
     async def _post_final(self, target: discord.abc.Messageable, outcome: Outcome, *, attach: bool,
                           mentions: discord.AllowedMentions, extra: dict[str, Any]) -> discord.Message:
         job = outcome.job
-        label = self.label(job)
+        label = render_job.model_label(self.cfg, job)
         if job.state != "succeeded":
             content, embed = render_job.failure_message(outcome, label)
             return await target.send(content=content, embed=embed, allowed_mentions=mentions, **extra)
@@ -338,7 +327,7 @@ class DiscordSink:
                 return await target.send(content=content, embed=embed, files=files,
                                          allowed_mentions=mentions, **extra)
             except discord.HTTPException as exc:
-                if not _too_large(exc):
+                if not too_large(exc):
                     raise
                 log.info("job %s: Discord refused the files as too large; posting links", job.id)
             finally:

@@ -19,7 +19,7 @@ from bot.requests import resolve_request
 from bot.runware.models import new_task_uuid
 from bot.services.jobs import JobStore
 from bot.services.queue import CLAIM_TTL_S, HOST
-from tests.services.test_lifecycle_edges import TERMINAL, sim, world  # noqa: F401  (fixtures)
+from tests.fakes.engine_world import TERMINAL
 
 
 async def job_from(engine, run_id: str):
@@ -45,31 +45,31 @@ def dead_pid() -> int:
     return child.pid
 
 
-async def test_a_live_creator_still_uploading_is_waited_for(world, sim):  # noqa: F811
-    engine, clock, _ = world
+async def test_a_live_creator_still_uploading_is_waited_for(engine_world, manual_sim):
+    engine, clock, _ = engine_world
     job = await job_from(engine, f"{HOST}:{os.getppid()}:generate")
     await engine.tick()
     await engine.tick()
     assert (await get_job(engine.db, job.id)).state == "queued"
-    assert sim.stats.submits == 0
+    assert manual_sim.stats.submits == 0
     # Its creator finishes the upload: the next tick submits it.
     await engine.store.set_image_uuids(job.id, {"first": await engine.client.upload_image(png_data_uri())})
     await engine.tick()
     assert (await get_job(engine.db, job.id)).state == "submitted"
 
 
-async def test_a_dead_creator_lost_the_frames(world, sim):  # noqa: F811
-    engine, _, _ = world
+async def test_a_dead_creator_lost_the_frames(engine_world, manual_sim):
+    engine, _, _ = engine_world
     job = await job_from(engine, f"{HOST}:{dead_pid()}:killed")
     await engine.tick()
     job = await get_job(engine.db, job.id)
     assert job.state == "failed" and "restarted before your images were uploaded" in job.error
     assert Counter(r.kind for r in await ledger_for_job(engine.db, job.id)) == {"reserve": 1, "release": 1}
-    assert sim.stats.submits == 0
+    assert manual_sim.stats.submits == 0
 
 
-async def test_a_live_creator_that_never_uploads_is_given_up_after_the_claim_ttl(world, sim):  # noqa: F811
-    engine, clock, _ = world
+async def test_a_live_creator_that_never_uploads_is_given_up_after_the_claim_ttl(engine_world, manual_sim):
+    engine, clock, _ = engine_world
     job = await job_from(engine, f"{HOST}:{os.getppid()}:stuck")
     await engine.tick()
     assert (await get_job(engine.db, job.id)).state == "queued"

@@ -1,6 +1,5 @@
-"""Review of the job lifecycle and money (SPEC 3.1, 3.3, 3.5): a real Engine driven tick by tick on a
-manual clock, the simulator on loopback as Runware (nothing finishes until the test says so), a
-SQLite file in tmp_path, and a terminal-like sink that records every final message."""
+"""Edges of the job lifecycle and money (SPEC 3.1, 3.3, 3.5), on a real Engine driven tick by tick
+(tests/fakes/engine_world.py): late windows, partial results, refused submits, cancels, refunds."""
 
 from __future__ import annotations
 
@@ -11,73 +10,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-from pydantic import SecretStr
-
-from bot.cli.generate_run import TerminalSink
-from bot.config import Config, Secrets
-from bot.db import open_database
 from bot.db.audit import list_audit
 from bot.db.jobs import at_runware_jobs, get_job, results_for_job
 from bot.db.money import job_money, ledger_for_job
 from bot.requests import resolve_request
-from bot.runware.client import RunwareClient
 from bot.runware.models import TaskStatus, parse_video_item
-from bot.services.clock import FixedClock
 from bot.services.engine import Engine
-from bot.services.quotas import Member
-from bot.services.sink import Outcome
-from bot.simulator.server import Simulator
+from tests.fakes.engine_world import DEADLINE, TERMINAL
 
-SIM_KEY = "review-key"
-HOUR = 3600.0
-DEADLINE = 100.0
-TERMINAL = Member(0, 7)
 PRICE_5S = 350_000  # one 5 s video of the default model
 WORKER = Path(__file__).resolve().parents[1] / "quota_worker.py"
-
-
-class RecordingSink(TerminalSink):
-    """Every final message the engine hands over, in order, per job."""
-
-    def __init__(self, out_dir: Path) -> None:
-        super().__init__(out_dir, show_bar=False)
-        self.messages: dict[int, list[Outcome]] = {}
-
-    async def deliver(self, outcome: Outcome) -> int | None:
-        self.messages.setdefault(outcome.job.id, []).append(outcome)
-        return await super().deliver(outcome)
-
-
-@pytest.fixture
-async def sim():
-    simulator = Simulator(api_key=SIM_KEY, base_generation_s=HOUR)  # finishes only on sim.finish()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def world(tmp_path, sim):
-    clock = FixedClock(1_700_000_000.0)
-    cfg = Config.model_validate({
-        "runware": {"api_url": sim.url, "first_poll_after_s": 1, "poll_interval_s": 10,
-                    "job_deadline_s": DEADLINE, "late_result_window_s": 1000,
-                    "download_hosts": ["127.0.0.1"], "max_retries": 0},
-        "storage": {"path": str(tmp_path / "review.sqlite3")},
-        "limits": {"daily_videos": "unlimited", "monthly_usd": "unlimited", "max_concurrent": "unlimited",
-                   "guild_monthly_usd": "unlimited", "global_daily_usd": "unlimited", "max_in_flight": 1},
-        "secrets": Secrets(runware_api_key=SecretStr(SIM_KEY)),
-    })
-    db = await open_database(cfg.storage.path)
-    client = RunwareClient(api_url=sim.url, api_key=SecretStr(SIM_KEY), max_retries=0)
-    async with httpx.AsyncClient() as http:
-        sink = RecordingSink(tmp_path / "videos")
-        engine = Engine(cfg=cfg, db=db, client=client, sink=sink, clock=clock, http=http)
-        yield engine, clock, sink
-        await client.aclose()
-        await db.close()
 
 
 async def create(engine: Engine, variations: int = 1, prompt: str = "a red fox running through fresh snow") -> Any:
@@ -89,10 +31,10 @@ async def kinds(engine: Engine, job_id: int) -> Counter[str]:
     return Counter(row.kind for row in await ledger_for_job(engine.db, job_id))
 
 
-async def test_late_window_counts_from_the_time_out_not_from_creation(world, sim):
+async def test_late_window_counts_from_the_time_out_not_from_creation(engine_world, manual_sim):
     """A job that waited in the queue longer than late_result_window_s still gets its late window
     after it times out: its late result is settled and delivered, not dropped at the next poll."""
-    engine, clock, sink = world
+    engine, clock, sink = engine_world
     first = await create(engine)
     await engine.tick()                      # first takes the only slot
     waiting = await create(engine)
@@ -113,27 +55,27 @@ async def test_late_window_counts_from_the_time_out_not_from_creation(world, sim
     await engine.tick()                      # still at Runware, well inside its late window
     assert await kinds(engine, waiting.id) == {"reserve": 1}
 
-    sim.finish(waiting.task_uuid)
+    manual_sim.finish(waiting.task_uuid)
     clock.advance(10)
     await engine.tick()
     job = await get_job(engine.db, waiting.id)
     assert job.state == "succeeded"
     assert await kinds(engine, waiting.id) == {"reserve": 1, "settle": 1}
-    assert (await job_money(engine.db, waiting.id)).settled == sim.stats.tasks[waiting.task_uuid].billed_micro
+    assert (await job_money(engine.db, waiting.id)).settled == manual_sim.stats.tasks[waiting.task_uuid].billed_micro
     late = sink.messages[waiting.id][-1]
     assert late.job.state == "succeeded" and [f.path is not None for f in late.files] == [True]
     assert first.id != waiting.id
 
 
-async def test_partial_results_before_a_time_out_are_posted_with_the_late_ones(world, sim):
+async def test_partial_results_before_a_time_out_are_posted_with_the_late_ones(engine_world, manual_sim):
     """Runware reported one of two variations, then the deadline passed: the time-out notice must
     not mark that video delivered, or the late results message counts as already posted and the
     Discord sink never posts it."""
-    engine, clock, sink = world
+    engine, clock, sink = engine_world
     job = await create(engine, variations=2)
     await engine.tick()
     clock.advance(2)
-    planned = sim.stats.tasks[job.task_uuid].planned
+    planned = manual_sim.stats.tasks[job.task_uuid].planned
     early = TaskStatus(task_uuid=job.task_uuid, results=[parse_video_item(planned[0])], processing=True)
     job = await get_job(engine.db, job.id)
     assert not await engine.poller.apply(job, early, clock.now())  # one video in, one still running
@@ -144,7 +86,7 @@ async def test_partial_results_before_a_time_out_are_posted_with_the_late_ones(w
     assert [o.job.state for o in sink.messages[job.id]] == ["timed_out"]
     assert [r.delivered_at for r in await results_for_job(engine.db, job.id)] == [None]  # nothing was posted
 
-    sim.finish(job.task_uuid)
+    manual_sim.finish(job.task_uuid)
     clock.advance(10)
     await engine.tick()
     late = sink.messages[job.id][-1]
@@ -155,11 +97,11 @@ async def test_partial_results_before_a_time_out_are_posted_with_the_late_ones(w
     assert await kinds(engine, job.id) == {"reserve": 1, "settle": 1}
 
 
-async def test_a_submit_refused_for_good_fails_the_job_instead_of_retrying_forever(world, sim):
+async def test_a_submit_refused_for_good_fails_the_job_instead_of_retrying_forever(engine_world, manual_sim):
     """SPEC 3.5: 403 is not retried. Runware refusing the task itself (no permission, a content
     check on the prompt) fails the job and releases its reserve; the member is told why."""
-    engine, clock, sink = world
-    sim.faults.next_statuses = [403, 403, 403]
+    engine, clock, sink = engine_world
+    manual_sim.faults.next_statuses = [403, 403, 403]
     job = await create(engine)
     await engine.tick()
     job = await get_job(engine.db, job.id)
@@ -168,31 +110,31 @@ async def test_a_submit_refused_for_good_fails_the_job_instead_of_retrying_forev
     [notice] = sink.messages[job.id]
     assert notice.job.error == "Runware does not allow the bot's account to make this request."
     await engine.tick()
-    assert sim.faults.next_statuses == [403, 403]  # asked once, not again on the next tick
-    assert sim.stats.submits == 0
+    assert manual_sim.faults.next_statuses == [403, 403]  # asked once, not again on the next tick
+    assert manual_sim.stats.submits == 0
 
 
 
-async def test_a_cancel_while_waiting_for_a_submit_slot_is_never_sent(world, sim):
+async def test_a_cancel_while_waiting_for_a_submit_slot_is_never_sent(engine_world, manual_sim):
     """Taken from the queue (claimed), then cancelled before its submit went out (submits wait for
     one another when Runware is slow): it must not reach Runware, and it costs nothing."""
     from bot.services import queue
 
-    engine, clock, sink = world
+    engine, clock, sink = engine_world
     job = await create(engine)
     [claimed] = await queue.next_to_submit(engine.db, 1)
     cancel = await engine.cancel(job.id, TERMINAL, is_moderator=False)
     assert cancel.job.state == "cancelled" and "nothing was charged" in cancel.message
     await engine._submit(claimed)  # its turn comes
-    assert sim.stats.submits == 0
+    assert manual_sim.stats.submits == 0
     assert (await get_job(engine.db, job.id)).state == "cancelled"
     assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
 
 
-async def test_a_timed_out_job_without_a_cost_is_released_when_its_late_window_closes(world, sim):
+async def test_a_timed_out_job_without_a_cost_is_released_when_its_late_window_closes(engine_world, manual_sim):
     """The poller keeps asking quietly for late_result_window_s after the time-out, then releases
     the reserve and stops polling."""
-    engine, clock, sink = world
+    engine, clock, sink = engine_world
     job = await create(engine)
     await engine.tick()
     clock.advance(DEADLINE + 1)
@@ -207,11 +149,11 @@ async def test_a_timed_out_job_without_a_cost_is_released_when_its_late_window_c
     assert await at_runware_jobs(engine.db, 10_000) == []
 
 
-async def test_a_late_window_closing_with_one_of_three_videos_in(world, sim):
+async def test_a_late_window_closing_with_one_of_three_videos_in(engine_world, manual_sim):
     """Timed out, then one of three videos came late and the late window closed on the other two:
     Runware billed that one, so it settles at its reported cost, the rest of the reserve goes back,
     and the member gets the video that came with a word on the two that did not."""
-    engine, clock, sink = world
+    engine, clock, sink = engine_world
     job = await create(engine, variations=3)
     await engine.tick()
     clock.advance(DEADLINE + 1)
@@ -219,7 +161,7 @@ async def test_a_late_window_closing_with_one_of_three_videos_in(world, sim):
     assert (await get_job(engine.db, job.id)).state == "timed_out"
     assert [o.job.state for o in sink.messages[job.id]] == ["timed_out"]
 
-    sim.reveal(job.task_uuid, 1)  # one video made; the other two never are
+    manual_sim.reveal(job.task_uuid, 1)  # one video made; the other two never are
     clock.advance(10)
     await engine.tick()
     assert len(await results_for_job(engine.db, job.id)) == 1
@@ -231,10 +173,10 @@ async def test_a_late_window_closing_with_one_of_three_videos_in(world, sim):
     assert (job.state, job.failed_variations) == ("succeeded", 2)
     rows = await ledger_for_job(engine.db, job.id)
     assert [(r.kind, r.amount_micro) for r in rows] == [("reserve", 3 * PRICE_5S), ("settle", PRICE_5S)]
-    assert sim.stats.billed_micro == PRICE_5S  # what Runware billed, to the micro-dollar
+    assert manual_sim.stats.billed_micro == PRICE_5S  # what Runware billed, to the micro-dollar
     late = sink.messages[job.id][-1]
     assert late.job.state == "succeeded" and len(late.files) == 1 and late.files[0].path is not None
-    assert late.files[0].path.read_bytes() == sim.mp4
+    assert late.files[0].path.read_bytes() == manual_sim.mp4
     assert late.failures == ["Only 1 video of 3 came: Runware did not finish the other 2 in time, "
                              "and they cost nothing."]
     assert all(r.delivered_at is not None for r in await results_for_job(engine.db, job.id))
@@ -245,14 +187,14 @@ async def test_a_late_window_closing_with_one_of_three_videos_in(world, sim):
     assert await at_runware_jobs(engine.db, 10) == []
 
 
-async def test_two_moderators_refunding_a_partial_success_at_once_refund_it_once(world, sim):
+async def test_two_moderators_refunding_a_partial_success_at_once_refund_it_once(engine_world, manual_sim):
     """Two of three videos made (the third failed at Runware): the job settles what the two cost.
     Two moderators refund it at the same moment, each from a process of its own: one refund row,
     of exactly the settled cost; the other moderator is told it was already refunded."""
-    engine, clock, sink = world
+    engine, clock, sink = engine_world
     job = await create(engine, variations=3, prompt="three foxes FAIL_PARTIAL")
     await engine.tick()
-    sim.finish(job.task_uuid)
+    manual_sim.finish(job.task_uuid)
     clock.advance(10)
     await engine.tick()
     job = await get_job(engine.db, job.id)
@@ -260,7 +202,7 @@ async def test_two_moderators_refunding_a_partial_success_at_once_refund_it_once
     [posted] = sink.messages[job.id]
     assert len(posted.files) == 2
     settled = (await job_money(engine.db, job.id)).settled
-    assert settled == 2 * PRICE_5S == sim.stats.billed_micro
+    assert settled == 2 * PRICE_5S == manual_sim.stats.billed_micro
 
     spec = {"mode": "refund", "now": clock.now(), "limits": {}, "guild_id": 0, "user_id": 0, "job_id": job.id}
     workers = [subprocess.Popen([sys.executable, str(WORKER), str(engine.db.path),

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 from discord import app_commands
 from discord.app_commands import Range
 
+from bot.services.moderation.audit import MAX_REASON
+
 if TYPE_CHECKING:
     from bot.discordbot.cogs.admin import AdminCog
 
-REASON_MAX = 500
-Reason = Range[str, 1, REASON_MAX]
+Reason = Range[str, 1, MAX_REASON]
 WHY = "Why (goes to the audit log)"
 
 

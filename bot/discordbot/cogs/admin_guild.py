@@ -12,9 +12,8 @@ from bot.config import SAFETY_MODES
 from bot.discordbot import render_admin
 from bot.discordbot.cogs.admin_group import WHY, ConsoleGroup, Reason
 from bot.discordbot.options import Channel
+from bot.services.moderation.guild import MAX_TERM
 from bot.services.moderation.limits import parse_usd_limit
-
-TERM_MAX = 100
 
 
 class Channels(ConsoleGroup, name="channels", description="Where /video may be used"):
@@ -43,7 +42,7 @@ class Channels(ConsoleGroup, name="channels", description="Where /video may be u
 class Blocklist(ConsoleGroup, name="blocklist", description="Terms refused in prompts"):
     @app_commands.command(name="add", description="Refuse prompts containing a word or phrase (* = any ending)")
     @app_commands.describe(term="A word or phrase", reason=WHY)
-    async def add(self, interaction: discord.Interaction, term: Range[str, 1, TERM_MAX],
+    async def add(self, interaction: discord.Interaction, term: Range[str, 1, MAX_TERM],
                   reason: Reason | None = None) -> None:
         guild_id, actor = await self.console.begin(interaction)
         change = await self.console.mod.add_blocked_term(guild_id, term, actor=actor, reason=reason)
@@ -51,7 +50,7 @@ class Blocklist(ConsoleGroup, name="blocklist", description="Terms refused in pr
 
     @app_commands.command(name="remove", description="Stop refusing a word or phrase")
     @app_commands.describe(term="The blocked word or phrase", reason=WHY)
-    async def remove(self, interaction: discord.Interaction, term: Range[str, 1, TERM_MAX],
+    async def remove(self, interaction: discord.Interaction, term: Range[str, 1, MAX_TERM],
                      reason: Reason | None = None) -> None:
         guild_id, actor = await self.console.begin(interaction)
         change = await self.console.mod.remove_blocked_term(guild_id, term, actor=actor, reason=reason)

@@ -96,11 +96,6 @@ def components_for(job: JobRecord, stage: str) -> discord.ui.View | None:
 
 # ---- helpers the member commands share -------------------------------------------------------------
 
-def model_label(bot: KlingBot, job: JobRecord) -> str:
-    spec = bot.cfg.models.get(job.model_key)
-    return spec.label if spec else job.model_key
-
-
 async def job_here(bot: KlingBot, interaction: discord.Interaction, job_id: int) -> JobRecord:
     """The job, when it belongs to this server (in DMs: to this member)."""
     job = await get_job(bot.running().db, job_id)
@@ -184,7 +179,7 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
         db = bot.running().db
         job = await job_here(bot, interaction, job_id)
         results, money = await results_for_job(db, job.id), await job_money(db, job.id)
-        embed = details_embed(job, results, money, model_label(bot, job))
+        embed = details_embed(job, results, money, render_job.model_label(bot.cfg, job))
         await interaction.response.send_message(embed=embed, ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 

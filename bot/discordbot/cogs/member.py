@@ -19,19 +19,18 @@ from bot.db.jobs import member_jobs, results_for_job
 from bot.db.money import job_money
 from bot.db.records import ACTIVE_STATES, ResultRecord
 from bot.discordbot.app import KlingBot
-from bot.discordbot.cogs.buttons import components_for, job_here, model_label
+from bot.discordbot.cogs.buttons import components_for, job_here
 from bot.discordbot.interactions import member_of
+from bot.discordbot.limits import DEFAULT_UPLOAD_LIMIT, MAX_FILES, too_large
 from bot.discordbot.options import JobId
 from bot.discordbot.permissions import may_manage_job
+from bot.discordbot.render_job import model_label
 from bot.discordbot.render_member import HISTORY_MAX, RepostItem, history_embed, job_message, quota_embed
 from bot.errors import NotPermitted
 
 log = logging.getLogger(__name__)
 
 HISTORY_DEFAULT = 10
-MAX_FILES = 10
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-TOO_LARGE = 40005
 IN_FLIGHT_SCAN = 100  # recent jobs looked at for the in-flight list (far above any concurrency limit)
 _NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -110,7 +109,7 @@ async def show_job(bot: KlingBot, interaction: discord.Interaction, job_id: int)
     cap = int(interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT)
     ttl = float(bot.cfg.runware.output_ttl_s)
     now = live.engine.clock.now()
-    label = model_label(bot, job)
+    label = model_label(bot.cfg, job)
     view = components_for(job, "result") if repost else None
     items = repost_items(results, cap=cap, ttl_s=ttl, fallback_created=job.created_at, attach=repost)
     if any(i.attached for i in items):
@@ -122,7 +121,7 @@ async def show_job(bot: KlingBot, interaction: discord.Interaction, job_id: int)
                                                      view=view, allowed_mentions=_NO_MENTIONS)
             return
         except discord.HTTPException as exc:
-            if exc.code != TOO_LARGE and exc.status != 413:
+            if not too_large(exc):
                 raise
             log.info("job %s: Discord refused the re-posted files as too large; posting links", job.id)
         finally:

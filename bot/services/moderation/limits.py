@@ -36,18 +36,18 @@ COUNT_ALLOWED = f'a whole number from 0 to {MAX_COUNT}, "unlimited", or "default
 USD_ALLOWED = 'an amount in USD such as 5 or 2.50, "unlimited", or "default" (the usual limit)'
 
 
-def _keyword(value: Any) -> _Marker | None:
-    text = str(value).strip().lower()
-    return {"unlimited": UNLIMITED, "default": DEFAULT}.get(text)
-
-
-def parse_count_limit(field: str, value: str | int | _Marker | None) -> Limit:
-    """Option text -> a count limit. None (option not given) -> KEEP."""
+def _marker(value: Any) -> _Marker | None:
+    """KEEP for an option not given, the marker a keyword names, None for a number to parse."""
     if value is None:
         return KEEP
     if isinstance(value, _Marker):
         return value
-    marker = _keyword(value)
+    return {"unlimited": UNLIMITED, "default": DEFAULT}.get(str(value).strip().lower())
+
+
+def parse_count_limit(field: str, value: str | int | _Marker | None) -> Limit:
+    """Option text -> a count limit. None (option not given) -> KEEP."""
+    marker = _marker(value)
     if marker is not None:
         return marker
     text = str(value).strip()
@@ -58,11 +58,7 @@ def parse_count_limit(field: str, value: str | int | _Marker | None) -> Limit:
 
 def parse_usd_limit(field: str, value: str | float | Decimal | _Marker | None) -> Limit:
     """Option text in USD -> micro-USD (or a marker). None (option not given) -> KEEP."""
-    if value is None:
-        return KEEP
-    if isinstance(value, _Marker):
-        return value
-    marker = _keyword(value)
+    marker = _marker(value)
     if marker is not None:
         return marker
     try:
