@@ -9,7 +9,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,15 +21,11 @@ from aiohttp import web
 from bot.simulator.server import run_simulator
 from tests.crash_bot_runner import ROOT, BotProcess
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.processes import free_port
 from tests.fakes.world import BotWorld, image_bytes, started_world
 
 OPS_CHANNEL = 990_000_000_000_000_001
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def leaks(secret: str, text: str) -> list[str]:

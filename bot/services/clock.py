@@ -61,12 +61,6 @@ def next_month_start(ts: float, tz: tzinfo) -> datetime:
     return datetime(year, month, 1, tzinfo=tz)
 
 
-def day_start(day: str, tz: tzinfo) -> datetime:
-    """Start of a 'YYYY-MM-DD' bucket in ``tz``."""
-    y, m, d = (int(part) for part in day.split("-"))
-    return datetime(y, m, d, tzinfo=tz)
-
-
 def duration_text(seconds: float) -> str:
     """'3 h 12 min', '12 d 4 h', '45 min', 'less than a minute'."""
     minutes = int(max(seconds, 0) // 60)

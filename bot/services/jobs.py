@@ -40,7 +40,7 @@ from bot.db.jobs import (
 )
 from bot.db.metrics import delivered_result_facts
 from bot.db.money import insert_ledger, job_money, lock_spend
-from bot.db.records import ACTIVE_STATES, FINAL_STATES, JobRecord
+from bot.db.records import FINAL_STATES, JobRecord
 from bot.errors import LimitExceeded
 from bot.runware.models import VideoResult
 from bot.services import queue
@@ -394,5 +394,3 @@ class JobStore:
             failpoints.hit("after_notify")
         return done
 
-
-__all__ = ["ACTIVE_STATES", "FINAL_STATES", "JobStore", "Member"]

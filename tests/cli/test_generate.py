@@ -1,8 +1,6 @@
 """`klingbot generate` end to end in subprocesses: the sandbox (in-process simulator) and a
 separate `klingbot simulator` process, checking the files written and the --json line."""
 
-import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -13,23 +11,9 @@ import pytest
 from PIL import Image
 
 from bot.db.records import JobRecord  # noqa: F401  (the package imports cleanly without discord)
+from tests.fakes.processes import cli_env, free_port, last_json, run_cli, simulator_process
 
 MP4_BRAND = b"ftyp"
-
-
-def cli_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWARE_", "DISCORD_", "KLINGBOT_"))}
-    env.update(extra)
-    return env
-
-
-def run_cli(*args, cwd, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, env=env or cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def last_json(stdout):
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def frame(path, size, color):
@@ -73,27 +57,6 @@ def test_sandbox_limit_refusal_exits_3_naming_daily_limit(tmp_path):
     assert "daily" in second.stderr.lower() and "1" in second.stderr and "resets" in second.stderr
     refused = last_json(second.stdout)
     assert refused["status"] == "refused" and refused["job_id"] is None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def simulator_process(api_key, *extra):
-    """`klingbot simulator` as its own process; yields its port once it listens."""
-    port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", str(port), "--api-key", api_key,
-                            "--speed", "50", *extra], env=cli_env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    try:
-        assert "Runware simulator at" in sim.stdout.readline()
-        yield port
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
 
 
 def test_generate_against_a_separate_simulator_process(tmp_path):

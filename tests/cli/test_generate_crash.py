@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import socket
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
 from bot.services.quotas import Member
 from bot.simulator.server import Simulator, run_simulator
+from tests.fakes.processes import free_port
 from tests.fakes.world import SIM_KEY, started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -223,11 +223,6 @@ async def test_generate_killed_at_a_failpoint_then_run_again(scenarios, failpoin
 
 
 # ---- a separate `klingbot simulator` process ------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_generate_against_a_simulator_process_prints_the_json_line(tmp_path: Path) -> None:

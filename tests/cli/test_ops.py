@@ -3,12 +3,10 @@ real database file that the test fills through the services, as the bot would.""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
 import re
 import sqlite3
-import sys
 import time
 from decimal import Decimal
 from itertools import count
@@ -24,21 +22,11 @@ from bot.services.clock import Clock, FixedClock
 from bot.services.jobs import JobStore
 from bot.services.moderation import Moderation
 from bot.services.quotas import DM_SCOPE, Member, Quotas
+from tests.fakes.processes import cli
 
 UTC_ZONE = ZoneInfo("UTC")
 EST = 350_000
 _uuids = count()
-
-
-async def cli(tmp_path, *args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWARE_", "DISCORD_", "KLINGBOT_"))}
-    env.update(env_extra or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, "--config", str(tmp_path / "config.toml"), cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    return proc.returncode, out.decode(), err.decode()
 
 
 class World:

@@ -16,8 +16,7 @@ import pytest
 from bot.db import Conn, open_database
 from bot.db.kv import write_heartbeat
 from bot.db.money import ledger_rows
-from tests.cli.test_generate import cli_env, last_json, simulator_process
-from tests.cli.test_ops import cli
+from tests.fakes.processes import cli, cli_env, last_json, simulator_process
 
 PASSWORD = "pw-4f1c9e2b"  # the test server trusts loopback, so the password is carried and never asked for
 

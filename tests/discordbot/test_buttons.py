@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bot.discordbot.cogs.buttons import JobButton, components_for
-from tests.discordbot.test_render_job import job as view_job
 from tests.fakes.discord_state import EVERYONE_PERMISSIONS, MANAGE_GUILD
+from tests.fakes.records import job_record as view_job
 from tests.fakes.world import BotWorld, callback, image_bytes, started_world
 
 EPHEMERAL = 64
@@ -16,16 +16,6 @@ OTHER_USER = 1_100_000_000_000_000_777  # a member with no special permission
 MODERATOR = 1_100_000_000_000_000_888  # gets Manage Server in the interaction
 
 
-async def answer(w: BotWorld, iid: str, contains: str = "") -> str:
-    """What the clicking member was told: an immediate ephemeral message, or the edited
-    "thinking" reply."""
-    def find() -> str | None:
-        for r in w.fake.interaction_responses(iid):
-            text = (r.data or {}).get("content") or ""
-            if r.kind in ("callback", "edit_original") and text and contains in text:
-                return text
-        return None
-    return await w.wait(find)
 
 
 def assert_ephemeral(w: BotWorld, iid: str) -> None:
@@ -91,7 +81,7 @@ async def test_reroll_repeats_the_request_and_frames_charged_to_the_clicker(worl
 
     clicked = await w.fake.click_button(result, "klingbot:reroll:1", user_id=OTHER_USER)
     again = await w.fake.click_button(result, "klingbot:reroll:1", user_id=OTHER_USER)
-    text = await answer(w, clicked, "Re-rolling")
+    text = await w.answer(clicked, "Re-rolling")
     assert "Re-rolling job #1 as job #2" in text
     assert_ephemeral(w, clicked)
     await w.wait_submitted(2)
@@ -120,12 +110,12 @@ async def test_reroll_is_subject_to_the_clickers_quota(tmp_path: Path) -> None:
         result = await finished_job(w)
         await w.wait_notified(1)
         clicked = await w.fake.click_button(result, "klingbot:reroll:1")  # the owner: 1 of 1 used
-        text = await answer(w, clicked)
+        text = await w.answer(clicked)
         assert "Daily video limit reached" in text and "1 of 1" in text
         assert [j.id for j in await w.jobs()] == [1]
         # Another member still has their own quota.
         other = await w.fake.click_button(result, "klingbot:reroll:1", user_id=OTHER_USER)
-        assert "as job #2" in await answer(w, other, "Re-rolling")
+        assert "as job #2" in await w.answer(other, "Re-rolling")
 
 
 # ---- Details ------------------------------------------------------------------------------------
@@ -171,7 +161,7 @@ async def test_buttons_work_after_a_restart(world: BotWorld) -> None:
     job = await w.job(1)
     assert job.task_uuid in str(reply.data["embeds"])
     reroll = await w.fake.click_button(result, "klingbot:reroll:1")
-    assert "as job #2" in await answer(w, reroll, "Re-rolling")
+    assert "as job #2" in await w.answer(reroll, "Re-rolling")
     await w.wait_submitted(2)
 
 
@@ -181,14 +171,14 @@ async def test_delete_is_for_the_owner_or_a_moderator(world: BotWorld) -> None:
     w = world
     result = await finished_job(w)
     refused = await w.fake.click_button(result, "klingbot:delete:1", user_id=OTHER_USER)
-    text = await answer(w, refused)
+    text = await w.answer(refused)
     assert "or a moderator can delete it" in text
     assert_ephemeral(w, refused)
     assert not w.fake.message(result.id).deleted
 
     done = await w.fake.click_button(result, "klingbot:delete:1", user_id=MODERATOR,
                                      permissions=EVERYONE_PERMISSIONS | MANAGE_GUILD)
-    assert "Deleted the message of job #1" in await answer(w, done, "Deleted")
+    assert "Deleted the message of job #1" in await w.answer(done, "Deleted")
     assert w.fake.message(result.id).deleted
 
 
@@ -196,7 +186,7 @@ async def test_the_owner_deletes_their_result(world: BotWorld) -> None:
     w = world
     result = await finished_job(w)
     done = await w.fake.click_button(result, "klingbot:delete:1")
-    await answer(w, done, "Deleted")
+    await w.answer(done, "Deleted")
     assert w.fake.message(result.id).deleted
     assert (await w.job(1)).state == "succeeded"  # the job and its money are untouched
 
@@ -210,7 +200,7 @@ async def test_cancel_by_someone_else_is_refused_and_changes_nothing(world: BotW
     await w.wait_submitted(1)
     progress = await progress_message(w, 1)
     refused = await w.fake.click_button(progress, "klingbot:cancel:1", user_id=OTHER_USER)
-    assert "or a moderator can cancel it" in await answer(w, refused)
+    assert "or a moderator can cancel it" in await w.answer(refused)
     job = await w.job(1)
     assert not job.cancel_requested and job.state in ("submitted", "processing")
     assert [r.kind for r in await w.ledger()] == ["reserve"]
@@ -226,7 +216,7 @@ async def test_cancel_while_queued_is_free_and_never_reaches_runware(tmp_path: P
         await w.reply(await w.video({"prompt": "waiting for a slot"}), "Queued as job #2")
         progress = await progress_message(w, 2)
         clicked = await w.fake.click_button(progress, "klingbot:cancel:2")
-        text = await answer(w, clicked, "cancelled")
+        text = await w.answer(clicked, "cancelled")
         assert "before it reached Runware; nothing was charged" in text
         assert_ephemeral(w, clicked)
 
@@ -254,7 +244,7 @@ async def test_cancel_while_running_is_settled_quietly_and_never_delivered(world
     await w.wait_submitted(1)
     progress = await progress_message(w, 1)
     clicked = await w.fake.click_button(progress, "klingbot:cancel:1")
-    text = await answer(w, clicked, "cancelled")
+    text = await w.answer(clicked, "cancelled")
     assert "may still be billed" in text
     assert (await w.job(1)).cancel_requested
     # The progress message says so at once and loses its button.
@@ -278,6 +268,6 @@ async def test_a_moderator_may_cancel_anyones_job(world: BotWorld) -> None:
     progress = await progress_message(w, 1)
     clicked = await w.fake.click_button(progress, "klingbot:cancel:1", user_id=MODERATOR,
                                         permissions=EVERYONE_PERMISSIONS | MANAGE_GUILD)
-    assert "may still be billed" in await answer(w, clicked, "cancelled")
+    assert "may still be billed" in await w.answer(clicked, "cancelled")
     job = await w.job(1)
     assert job.cancel_requested and job.cancelled_by == f"discord:{MODERATOR}"

@@ -40,14 +40,6 @@ def fields(embed: dict) -> dict[str, str]:
     return {f["name"]: f["value"] for f in embed.get("fields", [])}
 
 
-async def text_reply(w: BotWorld, iid: str, contains: str = "") -> str:
-    def find() -> str | None:
-        for r in w.fake.interaction_responses(iid):
-            text = (r.data or {}).get("content") or ""
-            if r.kind in ("callback", "edit_original") and text and contains in text:
-                return text
-        return None
-    return await w.wait(find)
 
 
 async def start_job(w: BotWorld, prompt: str, **kwargs) -> int:
@@ -128,7 +120,7 @@ async def test_job_reposts_the_video_with_its_buttons(world: BotWorld) -> None:
     w = world
     job_id = await finish_job(w, "repost me")
     iid = await w.fake.send_slash("job", {"id": job_id})
-    await text_reply(w, iid, "attached")
+    await w.answer(iid, "attached")
     first = callback(w, iid)
     assert first.type == 5 and not first.data.get("flags", 0) & EPHEMERAL  # a public re-post
     message = w.fake.interaction_message(iid)
@@ -144,24 +136,24 @@ async def test_job_is_for_the_owner_or_a_moderator(world: BotWorld) -> None:
     w = world
     job_id = await finish_job(w)
     refused = await w.fake.send_slash("job", {"id": job_id}, user_id=OTHER_USER)
-    assert "only look at your own jobs" in await text_reply(w, refused)
+    assert "only look at your own jobs" in await w.answer(refused)
     assert callback(w, refused).data["flags"] & EPHEMERAL
     assert w.fake.interaction_message(refused).attachments == []
 
     allowed = await w.fake.send_slash("job", {"id": job_id}, user_id=MODERATOR,
                                       permissions=EVERYONE_PERMISSIONS | MANAGE_GUILD)
-    await text_reply(w, allowed, "attached")
+    await w.answer(allowed, "attached")
     assert w.fake.interaction_message(allowed).attachments
 
     missing = await w.fake.send_slash("job", {"id": 99})
-    assert "There is no job #99 here." in await text_reply(w, missing)
+    assert "There is no job #99 here." in await w.answer(missing)
 
 
 async def test_job_still_running_is_shown_to_the_asker_only(world: BotWorld) -> None:
     w = world
     job_id = await start_job(w, "not done yet")
     iid = await w.fake.send_slash("job", {"id": job_id})
-    text = await text_reply(w, iid, f"Job #{job_id}")
+    text = await w.answer(iid, f"Job #{job_id}")
     assert "its videos are posted when it finishes" in text
     assert callback(w, iid).data["flags"] & EPHEMERAL
 
@@ -176,13 +168,13 @@ async def test_job_links_a_file_no_longer_on_disk_and_says_when_the_link_expired
         os.remove(result.local_path)  # the bot's copy is gone: only Runware's link is left
 
         fresh = await w.fake.send_slash("job", {"id": job_id})
-        text = await text_reply(w, fresh, "Video 1")
+        text = await w.answer(fresh, "Video 1")
         assert f"Video 1: {result.video_url} (link expires <t:" in text
         assert "expired" not in text
         assert w.fake.interaction_message(fresh).attachments == []
 
         clock.offset = w.cfg.runware.output_ttl_s + 60  # past Runware's retention
         old = await w.fake.send_slash("job", {"id": job_id})
-        text = await text_reply(w, old, "Video 1")
+        text = await w.answer(old, "Video 1")
         assert "Video 1: the link has expired" in text
         assert result.video_url not in text

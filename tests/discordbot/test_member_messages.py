@@ -1,5 +1,5 @@
-"""Review findings on what members see on Discord (SPEC 3.4), each pinned by a test that failed
-before its fix."""
+"""What members see on Discord (SPEC 3.4): paced progress edits, honest link texts, the longest
+prompts and four variations within every limit, prompt markup shown as typed, DMs refused."""
 
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ async def test_a_link_after_discord_refused_the_upload_does_not_claim_the_file_w
         [line] = [x for x in result.content.splitlines() if task.results[0]["videoURL"] in x]
         assert "upload limit" not in line, line
         assert line.startswith("Video 1 (") and "link expires <t:" in line
+        assert any(c.status == 413 for c in w.fake.calls)  # Discord did refuse the upload
 
 
 async def test_longest_prompts_and_four_variations_fit_every_message_and_reply(tmp_path: Path) -> None:

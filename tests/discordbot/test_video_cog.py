@@ -271,19 +271,6 @@ async def test_a_video_over_the_upload_limit_is_posted_as_a_link(world: BotWorld
     assert "link expires <t:" in result.content and ":R>" in result.content
 
 
-async def test_discord_refusing_the_file_as_too_large_falls_back_to_links(world: BotWorld) -> None:
-    w = world
-    iid = await w.video({"prompt": "discord changes its mind"})
-    await w.reply(iid, "Queued as job #1")
-    await w.wait_submitted(1)
-    w.fake.max_upload_bytes = 1024  # after the interaction: the bot downloads, Discord says 40005
-    w.sim.finish_all()
-    [result] = await w.wait_result(1)
-    assert result.attachments == []
-    assert next(iter(w.sim.stats.tasks.values())).results[0]["videoURL"] in result.content
-    assert any(c.status == 413 for c in w.fake.calls)
-
-
 async def test_a_deleted_channel_means_delivery_by_dm(world: BotWorld) -> None:
     w = world
     iid = await w.video({"prompt": "the channel goes away"})

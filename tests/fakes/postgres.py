@@ -11,10 +11,11 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests.fakes.processes import free_port
 
 SERVER_USER = "postgres"
 
@@ -45,11 +46,6 @@ def unavailable_reason() -> str | None:
             return f"running as root and there is no '{SERVER_USER}' user to run the PostgreSQL server as"
     return None
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -82,7 +78,7 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
         last = ""
         for _ in range(5):  # the free port can be taken between choosing and binding it: choose again
-            self.port = _free_port()
+            self.port = free_port()
             options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300 "
                        "-c shared_buffers=32MB")

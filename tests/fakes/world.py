@@ -150,6 +150,17 @@ class BotWorld:
             return None
         return await self.fake.wait_for(find, timeout)
 
+    async def answer(self, iid: str, contains: str = "") -> str:
+        """What the member was told: an immediate ephemeral message, or the edited "thinking" reply
+        (containing ``contains``)."""
+        def find() -> str | None:
+            for r in self.fake.interaction_responses(iid):
+                text = (r.data or {}).get("content") or ""
+                if r.kind in ("callback", "edit_original") and text and contains in text:
+                    return text
+            return None
+        return await self.wait(find)
+
     def channel_messages(self, channel_id: int | None = None) -> list[Message]:
         return self.fake.messages(channel_id or self.seed.channel_id)
 

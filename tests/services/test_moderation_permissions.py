@@ -2,20 +2,14 @@
 
 from dataclasses import replace
 
-from bot.db.records import GuildSettings, JobRecord
+from bot.db.records import GuildSettings
 from bot.services.moderation.permissions import is_moderator, may_manage_job
 from bot.services.quotas import Member
+from tests.fakes.records import job_record
 
 G, MOD_ROLE = 1, 77
 SETTINGS = GuildSettings(guild_id=G, mod_role_id=MOD_ROLE)
-JOB = JobRecord(
-    id=5, guild_id=G, channel_id=10, user_id=100, model_key="kling-2.5-turbo-pro", params={}, task_uuid="t",
-    image_uuids={}, duration_s=5, variations=1, estimate_micro=1, state="queued", error=None,
-    failed_variations=0, cancel_requested=False, cancelled_by=None, created_at=0.0, day="d", month="m",
-    claimed_by=None, claimed_at=None, submitted_at=None, finished_at=None, notified_at=None,
-    next_poll_at=None, last_polled_at=None, progress_message_id=None, result_message_id=None,
-    upload_limit=None, parent_job_id=None,
-)
+JOB = job_record(guild_id=G, user_id=100)
 
 
 def test_manage_server_or_the_moderator_role_moderates():

@@ -32,6 +32,7 @@ from bot.services.quotas import Member
 from bot.services.sink import Outcome, ProgressUpdate
 from bot.services.webhooks import MAX_BODY_BYTES, statuses_from_body, webhook_settings
 from bot.simulator.server import Simulator
+from tests.fakes.processes import free_port
 
 SECRET = "wh-s3cret/Token+8f3a0c1d2e"  # '/' and '+' must survive the URL's query encoding
 SIM_KEY = "webhook-test-key"
@@ -39,11 +40,6 @@ HOUR = 3600.0
 WAIT_S = 20.0
 TERMINAL = Member(0, 7)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class CountingSink(TerminalSink):

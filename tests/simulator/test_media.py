@@ -12,7 +12,7 @@ import pytest
 
 from bot.simulator import make_small, run_simulator
 from bot.simulator.media import MIB, build_video
-from tests.simulator.test_server import KEY, call, poll, video_task
+from tests.fakes.runware_tasks import KEY, call, poll, video_task
 
 
 def decode(data: bytes) -> tuple[av.container.InputContainer, list[av.VideoFrame]]:
