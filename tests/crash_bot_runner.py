@@ -7,7 +7,8 @@ over loopback, DISCORD_TOKEN and RUNWARE_API_KEY come from the environment, and 
 (when set) makes this process SIGKILL itself at that point. Prints "ready" on stdout each time the
 bot is connected, so the test knows when to send commands; SIGTERM stops it cleanly.
 
-Tests start it with ``BotProcess.start`` (below), which waits for that line.
+Tests start it with ``BotProcess.start`` (below), which waits for that line; ``write_config`` writes
+the config it reads and ``read_db`` reads back what it left.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import load_config
+from bot.db import open_database
+from bot.db.jobs import jobs_by_state, results_for_job
+from bot.db.money import ledger_rows
 from bot.discordbot.app import KlingBot, run_bot
 
 if TYPE_CHECKING:
@@ -28,6 +32,48 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 30.0  # generous for a loaded machine; a start normally takes about a second
+KEY = "crash-bot-key"  # the simulator's key in the crash tests
+PRICE_5S = 350_000  # one 5 s video of the default model
+
+
+def write_config(tmp_path: Path, fake: FakeDiscord, api_url: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(f"""
+[discord]
+api_base_url = "{fake.api_base_url}"
+attachment_hosts = ["127.0.0.1"]
+
+[runware]
+api_url = "{api_url}"
+download_hosts = ["127.0.0.1"]
+first_poll_after_s = 0.05
+poll_interval_s = 0.05
+request_timeout_s = 10.0
+max_retries = 2
+
+[storage]
+path = "{(tmp_path / 'klingbot.sqlite3').as_posix()}"
+
+[progress]
+min_edit_interval_s = 0.05
+
+[limits]
+daily_videos = "unlimited"
+monthly_usd = "unlimited"
+max_concurrent = "unlimited"
+""", encoding="utf-8")
+    return path
+
+
+async def read_db(path: Path):
+    db = await open_database(path)
+    try:
+        jobs = sorted(await jobs_by_state(db, None, 100), key=lambda j: j.id)
+        ledger = await ledger_rows(db)
+        results = {job.id: await results_for_job(db, job.id) for job in jobs}
+    finally:
+        await db.close()
+    return jobs, ledger, results
 
 
 class BotProcess:

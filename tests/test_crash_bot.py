@@ -18,59 +18,16 @@ import pytest_asyncio
 
 from bot import failpoints
 from bot.db import open_database
-from bot.db.jobs import jobs_by_state, results_for_job
-from bot.db.money import ledger_rows
+from bot.db.jobs import jobs_by_state
 from bot.simulator.server import Simulator, run_simulator
-from tests.crash_bot_runner import BotProcess
+from tests.crash_bot_runner import KEY, PRICE_5S, BotProcess, read_db, write_config
 from tests.fakes.discord import FakeDiscord, Message, Seed
 from tests.fakes.world import eventually, image_bytes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-KEY = "crash-bot-key"
-PRICE_5S = 350_000
 START_TIMEOUT_S = 30.0  # generous for a loaded machine; normally ~1 s
 PARALLEL = 3  # scenarios at once (two bot processes each, one after the other)
-
-
-def write_config(tmp_path: Path, fake: FakeDiscord, api_url: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[discord]
-api_base_url = "{fake.api_base_url}"
-attachment_hosts = ["127.0.0.1"]
-
-[runware]
-api_url = "{api_url}"
-download_hosts = ["127.0.0.1"]
-first_poll_after_s = 0.05
-poll_interval_s = 0.05
-request_timeout_s = 10.0
-max_retries = 2
-
-[storage]
-path = "{(tmp_path / 'klingbot.sqlite3').as_posix()}"
-
-[progress]
-min_edit_interval_s = 0.05
-
-[limits]
-daily_videos = "unlimited"
-monthly_usd = "unlimited"
-max_concurrent = "unlimited"
-""", encoding="utf-8")
-    return path
-
-
-async def read_db(path: Path):
-    db = await open_database(path)
-    try:
-        jobs = sorted(await jobs_by_state(db, None, 100), key=lambda j: j.id)
-        ledger = await ledger_rows(db)
-        results = {job.id: await results_for_job(db, job.id) for job in jobs}
-    finally:
-        await db.close()
-    return jobs, ledger, results
 
 
 async def wait_notified(path: Path, timeout: float = 30.0) -> None:

@@ -23,10 +23,9 @@ from bot.services.clock import SystemClock
 from bot.services.jobs import JobStore
 from bot.services.quotas import Quotas
 from bot.simulator.server import run_simulator
-from tests.crash_bot_runner import BotProcess
+from tests.crash_bot_runner import KEY, PRICE_5S, BotProcess, read_db, write_config
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.world import eventually
-from tests.test_crash_bot import KEY, PRICE_5S, read_db, write_config
 
 pytestmark = pytest.mark.asyncio
 

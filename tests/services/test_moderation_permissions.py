@@ -4,7 +4,7 @@ from dataclasses import replace
 
 from bot.db.records import GuildSettings
 from bot.services.moderation.permissions import is_moderator, may_manage_job
-from bot.services.quotas import Member
+from bot.services.quotas import DM_SCOPE, TERMINAL_SCOPE, Member
 from tests.fakes.records import job_record
 
 G, MOD_ROLE = 1, 77
@@ -20,7 +20,8 @@ def test_manage_server_or_the_moderator_role_moderates():
 
 
 def test_nobody_moderates_outside_a_guild():
-    assert not is_moderator(Member(0, 1, role_ids=(MOD_ROLE,)), SETTINGS, manages_guild=True)
+    for scope in (TERMINAL_SCOPE, DM_SCOPE):
+        assert not is_moderator(Member(scope, 1, role_ids=(MOD_ROLE,)), SETTINGS, manages_guild=True)
 
 
 def test_a_job_is_its_owners_or_a_moderators():

@@ -5,13 +5,13 @@ interaction); the decision is made here."""
 from __future__ import annotations
 
 from bot.db.records import GuildSettings, JobRecord
-from bot.services.quotas import Member
+from bot.services.quotas import DM_SCOPE, TERMINAL_SCOPE, Member
 
 
 def is_moderator(member: Member, settings: GuildSettings, *, manages_guild: bool) -> bool:
     """Manage Server (or Administrator) where they are, or the guild's moderator role. Nobody
     moderates outside a guild (direct messages, the terminal)."""
-    if member.guild_id == 0:
+    if member.guild_id in (TERMINAL_SCOPE, DM_SCOPE):
         return False
     if manages_guild:
         return True
