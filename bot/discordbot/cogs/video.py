@@ -1,5 +1,5 @@
 """/video (SPEC 2.3). The command is built when the cog loads, because its choices come from the
-model registry in the config. The work after the deferral lives in bot/video_flow.py."""
+model registry in the config. The work after the deferral lives in bot/discordbot/interactions.py."""
 
 # No `from __future__ import annotations`: discord.py reads the callback's annotations at runtime.
 
