@@ -129,22 +129,24 @@ class GuildActions(AuditedActions):
     async def set_modrole(self, guild_id: int, role_id: int | None, *, actor: str,
                           reason: str | None = None) -> Change:
         """The role whose members may moderate (besides Manage Server); None clears it."""
-        def change(c: Conn, gid: int) -> Diff:
-            old = get_guild_settings(c, gid).mod_role_id
-            update_guild_settings(c, gid, mod_role_id=role_id)
-            return ("modrole.set", f"role:{role_id}" if role_id else None,
-                    f"role:{old}" if old else "none", f"role:{role_id}" if role_id else "none")
-
-        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+        return await self._set_id(guild_id, "mod_role_id", "role", "modrole.set", role_id, actor, reason)
 
     async def set_logchannel(self, guild_id: int, channel_id: int | None, *, actor: str,
                              reason: str | None = None) -> Change:
         """Where moderator actions and budget warnings are posted; None clears it."""
+        return await self._set_id(guild_id, "log_channel_id", "channel", "logchannel.set", channel_id, actor,
+                                  reason)
+
+    async def _set_id(self, guild_id: int, column: str, kind: str, action: str, value: int | None, actor: str,
+                      reason: str | None) -> Change:
+        """Set (None: clear) a setting that names a role or a channel, audited as ``kind:<id>``."""
+        def named(ident: int | None) -> str | None:
+            return f"{kind}:{ident}" if ident else None
+
         def change(c: Conn, gid: int) -> Diff:
-            old = get_guild_settings(c, gid).log_channel_id
-            update_guild_settings(c, gid, log_channel_id=channel_id)
-            return ("logchannel.set", f"channel:{channel_id}" if channel_id else None,
-                    f"channel:{old}" if old else "none", f"channel:{channel_id}" if channel_id else "none")
+            old = getattr(get_guild_settings(c, gid), column)
+            update_guild_settings(c, gid, **{column: value})
+            return action, named(value), named(old) or "none", named(value) or "none"
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
