@@ -19,7 +19,7 @@ async def registered_genadmin() -> dict:
         await bot._load_extensions()
         [genadmin] = [c for c in bot.command_payload(None) if c["name"] == "genadmin"]
     finally:
-        await bot.close()
+        await bot.http.close()  # never logged in nor connected: nothing else is open
     return json.loads(json.dumps(genadmin, sort_keys=True, default=str))
 
 
