@@ -26,6 +26,7 @@ from bot.db import open_database
 from bot.db.jobs import jobs_by_state, results_for_job
 from bot.db.money import ledger_rows
 from bot.discordbot.app import KlingBot, run_bot
+from tests.fakes.configs import loopback_config
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord
@@ -37,32 +38,8 @@ PRICE_5S = 350_000  # one 5 s video of the default model
 
 
 def write_config(tmp_path: Path, fake: FakeDiscord, api_url: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[discord]
-api_base_url = "{fake.api_base_url}"
-attachment_hosts = ["127.0.0.1"]
-
-[runware]
-api_url = "{api_url}"
-download_hosts = ["127.0.0.1"]
-first_poll_after_s = 0.05
-poll_interval_s = 0.05
-request_timeout_s = 10.0
-max_retries = 2
-
-[storage]
-path = "{(tmp_path / 'klingbot.sqlite3').as_posix()}"
-
-[progress]
-min_edit_interval_s = 0.05
-
-[limits]
-daily_videos = "unlimited"
-monthly_usd = "unlimited"
-max_concurrent = "unlimited"
-""", encoding="utf-8")
-    return path
+    return loopback_config(tmp_path / "config.toml", runware_url=api_url, db_path=tmp_path / "klingbot.sqlite3",
+                           discord_url=fake.api_base_url)
 
 
 async def read_db(path: Path):

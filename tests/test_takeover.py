@@ -17,6 +17,7 @@ from bot.db.jobs import jobs_by_state, results_for_job
 from bot.db.money import ledger_rows
 from bot.simulator.server import run_simulator
 from tests.crash_bot_runner import BotProcess
+from tests.fakes.configs import loopback_config
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.world import eventually
 
@@ -28,32 +29,9 @@ SHARD_GUILDS = {0: 1_330_000_000_000_000_000, 1: 1_330_000_000_000_000_000 + (1 
 
 
 def write_config(path: Path, fake: FakeDiscord, api_url: str, shard: int) -> Path:
-    path.write_text(f"""
-[discord]
-api_base_url = "{fake.api_base_url}"
-shard_count = 2
-shard_ids = [{shard}]
-
-[runware]
-api_url = "{api_url}"
-download_hosts = ["127.0.0.1"]
-first_poll_after_s = 0.05
-poll_interval_s = 0.1
-request_timeout_s = 10.0
-max_retries = 2
-
-[storage]
-path = "{(path.parent / f'shard{shard}' / 'unused.sqlite3').as_posix()}"
-
-[progress]
-min_edit_interval_s = 0.05
-
-[limits]
-daily_videos = "unlimited"
-monthly_usd = "unlimited"
-max_concurrent = "unlimited"
-""", encoding="utf-8")
-    return path
+    return loopback_config(path, runware_url=api_url, db_path=path.parent / f"shard{shard}" / "unused.sqlite3",
+                           discord_url=fake.api_base_url, discord={"shard_count": 2, "shard_ids": [shard]},
+                           runware={"poll_interval_s": 0.1})
 
 
 async def test_two_shards_on_one_postgres_one_killed_mid_flight(tmp_path, pg_url):

@@ -32,6 +32,7 @@ from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
 from bot.services.quotas import Member
 from bot.simulator.server import Simulator, run_simulator
+from tests.fakes.configs import loopback_config
 from tests.fakes.processes import free_port
 from tests.fakes.world import SIM_KEY, started_world
 
@@ -45,28 +46,8 @@ JSON_KEYS = {"job_id", "status", "task_uuid", "model", "videos", "seeds", "cost_
 
 
 def write_config(tmp_path: Path, api_url: str, db_path: Path | None = None) -> Path:
-    path = tmp_path / "config.toml"
-    db_path = db_path or tmp_path / "klingbot.sqlite3"
-    path.write_text(f"""
-[runware]
-api_url = "{api_url}"
-download_hosts = ["127.0.0.1"]
-first_poll_after_s = 0.05
-poll_interval_s = 0.05
-request_timeout_s = 10.0
-max_retries = 2
-
-[storage]
-path = "{db_path.as_posix()}"
-
-[limits]
-daily_videos = "unlimited"
-monthly_usd = "unlimited"
-max_concurrent = "unlimited"
-guild_monthly_usd = "unlimited"
-global_daily_usd = "unlimited"
-""", encoding="utf-8")
-    return path
+    return loopback_config(tmp_path / "config.toml", runware_url=api_url,
+                           db_path=db_path or tmp_path / "klingbot.sqlite3")
 
 
 def frame_file(tmp_path: Path) -> Path:

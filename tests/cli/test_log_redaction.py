@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.simulator.server import run_simulator
 from tests.crash_bot_runner import ROOT
+from tests.fakes.configs import loopback_config
 from tests.fakes.discord import FakeDiscord
 
 TIMEOUT_S = 30.0
@@ -24,21 +25,8 @@ async def test_debug_log_of_klingbot_run_shows_no_interaction_token(tmp_path: Pa
     log = tmp_path / "bot.log"
     async with fake, run_simulator(api_key=key, base_generation_s=0.2) as sim:
         seed = fake.seed_default()
-        config = tmp_path / "config.toml"
-        config.write_text(f"""
-[discord]
-api_base_url = "{fake.api_base_url}"
-attachment_hosts = ["127.0.0.1"]
-[runware]
-api_url = "{sim.url}"
-download_hosts = ["127.0.0.1"]
-first_poll_after_s = 0.05
-poll_interval_s = 0.05
-[storage]
-path = "{(tmp_path / 'klingbot.sqlite3').as_posix()}"
-[progress]
-min_edit_interval_s = 0.05
-""", encoding="utf-8")
+        config = loopback_config(tmp_path / "config.toml", runware_url=sim.url,
+                                 db_path=tmp_path / "klingbot.sqlite3", discord_url=fake.api_base_url)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("RUNWARE_", "DISCORD_", "KLINGBOT_"))}
         env.update(DISCORD_TOKEN=fake.token, RUNWARE_API_KEY=key)
