@@ -142,7 +142,7 @@ async def handle_video(bot: KlingBot, interaction: discord.Interaction, opts: Vi
         channel_id=interaction.channel_id,
         first=first,
         last=last,
-        upload_limit=getattr(interaction, "filesize_limit", None) or None,
+        upload_limit=interaction.filesize_limit or None,
     )
     log.info("job %s queued for user %s in channel %s", job.id, job.user_id, job.channel_id)
     await tell_queued(bot, interaction, job.id)
