@@ -145,7 +145,7 @@ class JobStore:
         blocklist_text: str | None = None,
     ) -> JobRecord:
         """Check everything and reserve the estimate in ONE write transaction (SQLite: BEGIN IMMEDIATE;
-        PostgreSQL: advisory locks per member, guild and bot, see lock_spend), writing the
+        PostgreSQL: lock_spend's locks, held only by the limit checks and the writes), writing the
         queued job and its reserve row. Raises LimitExceeded / NotPermitted / InvalidInput /
         RunwareUnavailable with nothing written."""
         if variations < 1 or duration_s < 1 or estimate_micro < 0:
@@ -166,10 +166,11 @@ class JobStore:
     def _create(
         self, c: Conn, member: Member, now: float, blocklist_text: str | None, fields: dict[str, Any]
     ) -> JobRecord:
+        self._checks(c, member, fields["channel_id"], blocklist_text, None, fields["variations"], now)
         lock_spend(c, member.guild_id, member.user_id,
                    bot_wide=self.quotas.limits.global_daily_micro_usd is not None)
-        self._checks(c, member, fields["channel_id"], blocklist_text, fields["estimate_micro"],
-                     fields["variations"], now)
+        self.quotas.check_limits(c, member, estimate_micro=fields["estimate_micro"], variations=fields["variations"],
+                                 now=now)
         day, month = day_of(now, self.tz), month_of(now, self.tz)
         job_id = insert_job(c, guild_id=member.guild_id, user_id=member.user_id, created_at=now, day=day,
                               month=month, created_by=self.run_id, **fields)

@@ -66,7 +66,9 @@ class PostgresServer:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self._as_root:
             cmd = ["runuser", "-u", SERVER_USER, "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        # cwd: the server's own directory, which the postgres user can enter (the checkout may be root's).
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                              cwd=self.root)
 
     def start(self) -> PostgresServer:
         if self._as_root:
