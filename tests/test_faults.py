@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -160,11 +161,16 @@ async def test_a_402_keeps_the_job_queued_until_the_balance_is_back(world: BotWo
     await queued(w, "an empty wallet", 1)
     await w.fake.wait_for_message(OPS_CHANNEL, lambda m: "balance is exhausted" in m.content)
     assert (await w.job(1)).state == "queued" and w.sim.stats.submits == 0
+    # The queued job's progress message says so, while the pause holds.
+    paused = await w.wait(lambda: next((m for m in w.progress_messages() if m.embeds
+                                        and "Generation is paused" in m.embeds[0]["description"]), None))
+    assert "starts by itself" in paused.embeds[0]["description"]
     text = await w.reply(await w.video({"prompt": "another one"}))
     assert "paused" in text
     w.sim.faults.balance_micro = None  # topped up: the next probe lets the waiting job through, once
     monkeypatch.setattr(engine, "PAUSE_PROBE_S", 0.1)
     await w.wait_submitted(1)
+    await w.wait(lambda: all("Generation is paused" not in json.dumps(m.embeds) for m in w.progress_messages()))
     w.sim.finish_all()
     await w.wait_result(1)
     await w.wait_notified(1)

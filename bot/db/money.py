@@ -28,9 +28,8 @@ SELECT
     member.spent AS member_spent_month,
     member.credit AS member_credit_month,
     (SELECT COUNT(*) FROM jobs
-     WHERE guild_id = :g AND user_id = :u AND state IN ('queued', 'submitted', 'processing')
-         AND cancel_requested = 0)
-        AS member_in_flight,
+     WHERE guild_id = :g AND user_id = :u AND state IN ('queued', 'submitted', 'processing'))
+        AS member_in_flight,  -- a job cancelled while at Runware still runs there until it ends
     member.pending AS member_pending_month,
     (SELECT COALESCE(SUM(effect_micro), 0) FROM ledger WHERE guild_id = :g AND month = :month)
         AS guild_spent_month,

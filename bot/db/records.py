@@ -217,7 +217,7 @@ class SpendNumbers:
     videos_today: int  # variations of the member's jobs today that were not released
     member_spent_month: int  # counted spend minus refunds
     member_credit_month: int
-    member_in_flight: int  # queued / submitted / processing, cancel not requested
+    member_in_flight: int  # queued / submitted / processing, a cancel asked for included
     member_pending_month: int  # reserves not yet settled or released
     guild_spent_month: int  # counted spend minus refunds
     global_spent_day: int  # counted spend; refunds still count

@@ -11,6 +11,8 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes per file for a bot, unless Disc
 TOO_LARGE = 40005                        # "request entity too large": a file over the upload limit
 UNKNOWN_CHANNEL = 10003
 UNKNOWN_MESSAGE = 10008
+TOO_MANY_OLD_EDITS = 30046               # edits of a message older than an hour: Discord caps them
+NONCE_MAX = 25                           # characters of a message nonce
 
 
 def too_large(exc: discord.HTTPException) -> bool:

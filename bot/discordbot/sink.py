@@ -26,7 +26,9 @@ import discord
 from bot.db.jobs import set_progress_message
 from bot.db.records import JobRecord
 from bot.discordbot import render_job
-from bot.discordbot.limits import DEFAULT_UPLOAD_LIMIT, MAX_FILES, UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, too_large
+from bot.discordbot.final_post import post_final
+from bot.discordbot.limits import DEFAULT_UPLOAD_LIMIT, TOO_MANY_OLD_EDITS, UNKNOWN_CHANNEL, UNKNOWN_MESSAGE
+from bot.discordbot.nonces import lost_channel_nonce, progress_nonce
 from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer
 from bot.download import prune_old_files
 from bot.services.sink import DeliveryFailed, Outcome, ProgressUpdate
@@ -56,6 +58,8 @@ class _Track:
     last_write: float = -math.inf
     finished: bool = False
     muted: bool = False  # the channel is gone or closed to the bot: no more progress there
+    replacing: int | None = None  # a deleted progress message the next one stands in for (its nonce)
+    frozen: bool = False  # Discord refused more edits of the message (30046): it stays as it is
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     posted: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -200,7 +204,7 @@ class DiscordSink:
             return
         async with track.lock:
             update = track.wanted
-            if track.finished or track.muted or update is None:
+            if track.finished or track.muted or track.frozen or update is None:
                 return
             job = update.job
             embed = render_job.progress_embed(update, render_job.model_label(self.cfg, job))
@@ -225,15 +229,22 @@ class DiscordSink:
                             raise
                         log.info("job %s: progress message %s was deleted; posting a new one", job.id,
                                  track.message_id)
-                        track.message_id = None
+                        track.replacing, track.message_id = track.message_id, None
                 if track.message_id is None:
-                    message = await channel.send(embed=embed, **extra)
+                    nonce = progress_nonce(job.id, track.replacing)
+                    message = await channel.send(embed=embed, nonce=nonce, **extra)
                     track.message_id = message.id
                     await self._store_progress_id(job.id, message.id)
                     track.posted.set()
             except discord.HTTPException as exc:
                 if _is_lost_channel(exc):
                     await self._lost_channel(job, track, exc)
+                    return
+                if exc.code == TOO_MANY_OLD_EDITS:
+                    # Only this message is affected: the job goes on and its result is a new message.
+                    log.info("job %s: Discord takes no more edits of progress message %s (30046); it stays "
+                             "as it is", job.id, track.message_id)
+                    track.frozen = True
                     return
                 log.warning("job %s: progress write failed (%s %s); the next update retries", job.id,
                             exc.status, exc.code)
@@ -246,7 +257,7 @@ class DiscordSink:
         track.posted.set()
         log.info("job %s: channel %s is closed to the bot (%s %s); telling the member by DM",
                  job.id, job.channel_id, exc.status, exc.code)
-        await self.dm(job.user_id, content=render_job.lost_permission_dm(job))
+        await self.dm(job.user_id, content=render_job.lost_permission_dm(job), nonce=lost_channel_nonce(job.id))
 
     # ---- JobSink: delivery -----------------------------------------------------------------------
 
@@ -271,7 +282,9 @@ class DiscordSink:
         extra = self._components(job, stage)
 
         async def post(target: discord.abc.Messageable, attach: bool) -> discord.Message:
-            return await self._post_final(target, outcome, attach=attach, mentions=mentions, extra=extra)
+            return await post_final(target, outcome, label=render_job.model_label(self.cfg, job),
+                                    cap=self.download_cap(job),
+                                    attach=attach, mentions=mentions, extra=extra)
 
         try:
             # Tried even when progress found the channel closed: permissions may be back by now.
@@ -310,37 +323,11 @@ class DiscordSink:
             log.warning("job %s: could not deliver by DM either (%s); giving up", job.id, exc)
             return None
 
-    async def _post_final(self, target: discord.abc.Messageable, outcome: Outcome, *, attach: bool,
-                          mentions: discord.AllowedMentions, extra: dict[str, Any]) -> discord.Message:
-        job = outcome.job
-        label = render_job.model_label(self.cfg, job)
-        if job.state != "succeeded":
-            content, embed = render_job.failure_message(outcome, label)
-            return await target.send(content=content, embed=embed, allowed_mentions=mentions, **extra)
-        cap = self.download_cap(job)
-        fitting = [(f, found[0]) for f in outcome.files if (found := f.attachment(cap)) is not None][:MAX_FILES]
-        if attach and fitting:
-            attached = {f.result.id for f, _ in fitting}
-            content, embed = render_job.result_message(outcome, label, attached=attached, cap=cap)
-            files = [discord.File(path, filename=path.name) for _, path in fitting]
-            try:
-                return await target.send(content=content, embed=embed, files=files,
-                                         allowed_mentions=mentions, **extra)
-            except discord.HTTPException as exc:
-                if not too_large(exc):
-                    raise
-                log.info("job %s: Discord refused the files as too large; posting links", job.id)
-            finally:
-                for file in files:
-                    file.close()
-        content, embed = render_job.result_message(outcome, label, attached=(), cap=cap)
-        return await target.send(content=content, embed=embed, allowed_mentions=mentions, **extra)
-
     def _finish_progress(self, job: JobRecord, track: _Track, final: discord.Message | None) -> None:
         """Edit the progress message to one line pointing at the final message (in the background:
         the engine need not wait for the channel's pace)."""
         message_id = track.message_id or job.progress_message_id
-        if not message_id or track.muted:
+        if not message_id or track.muted or track.frozen:
             return
         url = render_job.jump_url(job.guild_id, job.channel_id, final.id) if final is not None else None
         line = render_job.finished_line(job, url)

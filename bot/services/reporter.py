@@ -10,12 +10,17 @@ import statistics
 from bot.config import Config
 from bot.db.connection import Database
 from bot.db.jobs import active_job_states, get_jobs, recent_durations, set_progress_message
+from bot.db.kv import kv_get
 from bot.db.records import JobRecord
 from bot.services import queue
 from bot.services.clock import Clock
+from bot.services.quotas import RUNWARE_PAUSE_KEY
 from bot.services.sink import JobSink, ProgressUpdate, phase_of
 
 log = logging.getLogger(__name__)
+# Shown on queued jobs while Runware refuses the bot's key or balance (401/402): they wait, they resume.
+QUEUED_WHILE_PAUSED = ("Generation is paused: the bot's Runware account needs attention. This job waits "
+                       "in the queue and starts by itself once generation resumes.")
 
 STATS_REFRESH_S = 60.0  # how long a median duration (the progress estimate) is reused
 YIELD_EVERY = 25        # renders between two yields to the event loop
@@ -59,6 +64,7 @@ class ProgressReporter:
         # the database thread, and through the GIL the event loop, busy). A message not posted yet
         # is the sink's to post: it keeps the newest render.
         states = await active_job_states(self.db, 10_000)
+        paused = any(phase == "queued" for _, phase in states) and await kv_get(self.db, RUNWARE_PAUSE_KEY) is not None
         live = {job_id for job_id, _ in states}
         for stale in [jid for jid in self._last_report if jid not in live]:
             del self._last_report[stale]
@@ -85,7 +91,7 @@ class ProgressReporter:
                 elapsed_s=max(0.0, now - started),
                 queue_position=positions.get(job.id) if phase == "queued" else None,
                 estimate_s=await self._estimate(job),
-                note=note,
+                note=QUEUED_WHILE_PAUSED if paused and phase == "queued" else note,
             )
             try:
                 new_id = await self.sink.progress(update)

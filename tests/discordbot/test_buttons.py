@@ -63,7 +63,8 @@ async def test_components_per_stage_and_custom_ids() -> None:
     assert ids("progress", running) == ["klingbot:cancel:7"]
     assert ids("result", replace(running, state="succeeded")) == [
         "klingbot:reroll:7", "klingbot:details:7", "klingbot:delete:7"]
-    assert ids("failure", replace(running, state="failed")) == ["klingbot:reroll:7", "klingbot:details:7"]
+    assert ids("failure", replace(running, state="failed")) == ["klingbot:reroll:7", "klingbot:details:7",
+                                                                "klingbot:delete:7"]
     assert ids("progress", replace(running, cancel_requested=True)) is None  # nothing to press now
     assert JobButton.__discord_ui_compiled_template__.fullmatch("klingbot:reroll:123")
     assert not JobButton.__discord_ui_compiled_template__.fullmatch("klingbot:reroll:12x")

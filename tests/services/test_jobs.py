@@ -176,10 +176,12 @@ async def test_cancel_after_submit_polls_quietly_settles_and_never_delivers(env)
     await env.submit(job.id)
     job = await env.store.request_cancel(job.id, "mod:7")
     assert (job.state, job.cancel_requested) == ("submitted", True)
-    assert (await env.quotas.usage(ALICE)).in_flight == 0  # the member may start another one
+    # Still running (and billed) at Runware: it holds its slot of the member's concurrency until it ends.
+    assert (await env.quotas.usage(ALICE)).in_flight == 1
     assert [j.id for j in await due_for_poll(env.db, START + 10, 500)] == [job.id]
     await env.store.record_result(job.id, video(1))
     assert await env.store.finish(job.id, "succeeded", None, 300_000)
+    assert (await env.quotas.usage(ALICE)).in_flight == 0
     final = await get_job(env.db, job.id)
     assert final.state == "cancelled" and (await job_money(env.db, job.id)).settled == 300_000
     assert await undelivered_jobs(env.db, 1000) == []

@@ -147,6 +147,19 @@ async def test_concurrency_refused_until_a_job_finishes(make):
     await env.create(ALICE)
 
 
+async def test_a_cancelled_job_still_at_runware_counts_until_it_ends(make):
+    env = await make({"max_concurrent": 1})
+    job = await env.create(ALICE)
+    assert await env.store.mark_submitted(job.id, env.clock.now())
+    cancelled = await env.store.request_cancel(job.id, "user:100")
+    assert cancelled is not None and cancelled.cancel_requested and cancelled.state == "submitted"
+    # Runware is still making (and billing) it: it still takes the member's slot.
+    exc = await refused(env.create(ALICE))
+    assert exc.limit == "max_concurrent" and exc.used == 1
+    await env.store.finish(job.id, "cancelled", None, 350_000)
+    await env.create(ALICE)
+
+
 async def test_guild_budget_counts_every_member_and_guild_override(make):
     env = await make({"guild_monthly_usd": "1.00"})
     await env.create(ALICE)

@@ -48,7 +48,7 @@ BUTTONS: dict[str, tuple[str, discord.ButtonStyle, str]] = {
 STAGES: dict[str, tuple[str, ...]] = {
     "progress": ("cancel",),
     "result": ("reroll", "details", "delete"),
-    "failure": ("reroll", "details"),
+    "failure": ("reroll", "details", "delete"),
 }
 
 
