@@ -152,6 +152,7 @@ class BenchSimulator(Simulator):
 UNLIMITED = {
     "daily_videos": "unlimited", "monthly_usd": "unlimited", "max_concurrent": "unlimited",
     "guild_monthly_usd": "unlimited", "global_daily_usd": "unlimited", "max_in_flight": 5000,
+    "confirm_above_usd": 0,  # the bench drives /video in one step
 }
 
 

@@ -150,13 +150,13 @@ class StorageConfig(_Section):
 
 class LimitsConfig(_Section):
     """Defaults for every member of every guild. ``None`` means unlimited; money is micro-USD."""
-
     daily_videos: CountLimit = 5
     monthly_micro_usd: MicroUSDLimit = Field(5 * MICRO, alias="monthly_usd")
     max_concurrent: CountLimit = 2
     guild_monthly_micro_usd: MicroUSDLimit = Field(100 * MICRO, alias="guild_monthly_usd")
     global_daily_micro_usd: MicroUSDLimit = Field(50 * MICRO, alias="global_daily_usd")
     max_in_flight: int = Field(20, ge=1)
+    confirm_above_micro_usd: MicroUSD = Field(1 * MICRO, alias="confirm_above_usd", ge=0)  # 0 = never ask
 
 
 class ProgressConfig(_Section):
@@ -177,8 +177,8 @@ class ProgressConfig(_Section):
         return zoneinfo.ZoneInfo(self.timezone)
 
 
-class DeliveryConfig(_Section):
-    fit_to_limit: bool = True  # a video over the upload limit is transcoded (PyAV) so it stays in Discord
+class DeliveryConfig(_Section):  # a video over the upload limit is transcoded (PyAV) so it stays in Discord
+    fit_to_limit: bool = True
     transcode_concurrency: int = Field(1, ge=1, le=16)  # worker processes at once
 
 

@@ -37,6 +37,9 @@ class ResolvedRequest(BaseModel):
     has_first_frame: bool = False
     has_last_frame: bool = False
     estimate_micro: int
+    # Set on an Extend: the job and video (1-based) whose last frame is this job's first frame.
+    extends_job_id: int | None = None
+    extends_video: int | None = None
 
 
 def _check_text(field: str, value: str | None, *, required: bool) -> str | None:

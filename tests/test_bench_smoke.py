@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from bench import ack, contention, contention_pg, edits, fanin, memory, resume
+from bench import ack, contention, contention_pg, edits, fanin, memory, resume, transcode
 from bench.__main__ import main as bench_main
 from bench.common import BenchSimulator, Row, ScenarioResult, format_table, percentile, write_toml
 
@@ -138,6 +138,15 @@ async def test_memory_smoke(tmp_path: Path) -> None:
     assert details["in_flight"] == 10 and details["progress_messages"] >= 10
     assert 10 < details["peak_rss_mb_while_running"] <= details["peak_rss_mb"] < 10_000
     assert details["peak_rss_mb_at_exit"] > 10
+
+
+async def test_transcode_smoke(tmp_path: Path) -> None:
+    result = await transcode.run(tmp_path, quick=True)
+    [case] = [v for k, v in result.details.items() if k != "event_loop_lag"]
+    assert case["fitted_bytes"] <= transcode.QUICK_LIMIT < case["source_bytes"]
+    assert case["frames"] == 60 and case["wall_s"] > 0
+    assert row(result, "360p 2 s fitted file").value == "fits"
+    assert result.details["event_loop_lag"]["samples"] > 0
 
 
 def test_command_line_runs_one_scenario_and_writes_json(tmp_path: Path, capsys) -> None:

@@ -170,6 +170,7 @@ class GuildSettings:
     mod_role_id: int | None = None
     log_channel_id: int | None = None
     safety_mode: str | None = None  # None = runware.safety_mode
+    confirm_above_micro: int | None = None  # None = limits.confirm_above_usd; 0 = never ask
     budget_warned_month: str | None = None
     budget_warned_level: int = 0
 

@@ -14,6 +14,7 @@ import discord
 
 from bot.db.jobs import get_job
 from bot.discordbot import render_job
+from bot.discordbot.confirm import confirm_cost
 from bot.discordbot.options import role_ids_of
 from bot.download import fetch_bytes
 from bot.errors import InvalidInput, NotPermitted, UserFacingError
@@ -135,6 +136,9 @@ async def handle_video(bot: KlingBot, interaction: discord.Interaction, opts: Vi
     if first and last:
         check_frame_pair(first, last)
     request = resolve(bot, opts, first, has_first, has_last)
+    # Nothing is reserved or uploaded until a costly job is confirmed.
+    if not await confirm_cost(bot, interaction, request.estimate_micro, "this video"):
+        return
 
     job = await live.engine.create_job(
         member,

@@ -245,6 +245,9 @@ def result_message(
     embed.add_field(name="Cost", value=_cost_text(outcome))
     taken = time_taken(job)
     embed.add_field(name="Time taken", value=fmt_seconds(taken) if taken is not None else "n/a")
+    extends = _param(job, "extends_job_id")
+    if extends:
+        embed.add_field(name="Extends", value=f"job #{extends}, video {_param(job, 'extends_video', 1)}")
     notes = notes_lines(outcome)
     if notes:
         embed.add_field(name="Not delivered", value=clip("\n".join(notes), 1024), inline=False)

@@ -18,7 +18,7 @@ import httpx
 from bot.config import Config
 from bot.db.jobs import results_for_job, set_result_message, unnotified_jobs
 from bot.db.money import job_money
-from bot.db.records import JobRecord
+from bot.db.records import JobRecord, ResultRecord
 from bot.download import DownloadError, download_to_file
 from bot.services.clock import Clock
 from bot.services.jobs import JobStore
@@ -115,6 +115,11 @@ class Deliverer:
             log.info("job %s: result not attached (%s)", job.id, exc.message)
             return None
 
+    def original_path(self, job: JobRecord, result: ResultRecord) -> Path:
+        """Where a result's video, as Runware made it, is downloaded."""
+        ext = str(job.params.get("output_format", "MP4")).lower()
+        return self.sink.download_dir(job) / f"job{job.id}-{result.video_uuid}.{ext}"
+
     def _fetch_cap(self, job: JobRecord) -> int:
         cap = self.sink.download_cap(job)
         return max(cap, MAX_FIT_SOURCE) if self.sink.fit_limit(job) is not None else cap
@@ -175,7 +180,6 @@ class Deliverer:
     async def deliver(self, job: JobRecord) -> int | None:
         files: list[ResultFile] = []
         flagged = 0
-        ext = str(job.params.get("output_format", "MP4")).lower()
         results = await results_for_job(self.db, job.id)
         for result in results:
             if result.nsfw:
@@ -186,7 +190,7 @@ class Deliverer:
             # A cancelled job is never posted, nor are a timed-out job's early videos (they go out
             # with the late ones, if those come): not worth fetching now.
             if result.video_url and job.state not in ("cancelled", "timed_out") and not job.cancel_requested:
-                dest = self.sink.download_dir(job) / f"job{job.id}-{result.video_uuid}.{ext}"
+                dest = self.original_path(job, result)
                 size = await self._fetch(job, result.video_url, dest)
                 path = dest if size is not None else None
             files.append(

@@ -180,7 +180,8 @@ def _transcode(src: Path, dest: Path, width: int, height: int, video_bitrate: in
             for packet in inp.demux(*streams):
                 for frame in packet.decode():
                     if packet.stream is vin:
-                        picture = frame.reformat(width=width, height=height, format="yuv420p")
+                        same = (frame.width, frame.height, frame.format.name) == (width, height, "yuv420p")
+                        picture = frame if same else frame.reformat(width=width, height=height, format="yuv420p")
                         picture.pts = frames
                         picture.time_base = Fraction(1) / info.fps
                         frames += 1

@@ -88,6 +88,7 @@ def samples(w: BotWorld) -> dict[str, dict]:
         "blocklist add": {"term": "gore"}, "blocklist remove": {"term": "gore"}, "blocklist list": {},
         "budget set": {"amount": "50"}, "modrole set": {"role": ROLE}, "modrole clear": {},
         "logchannel set": {"channel": LOG}, "logchannel clear": {}, "safety mode": {"mode": "full"},
+        "confirm set": {"amount": "2"},
         "usage": {"period": "all", "by": "user"}, "refund": {"job": 1, "reason": "x"}, "audit": {"count": 5},
     }
 
@@ -137,6 +138,7 @@ async def test_each_subcommand_answers_and_is_audited(world: BotWorld) -> None:
         ("modrole set", {"role": MOD_ROLE}, "modrole.set", f"role:{MOD_ROLE}", f"none → <@&{MOD_ROLE}>"),
         ("modrole clear", {}, "modrole.set", None, f"<@&{MOD_ROLE}> → none"),
         ("safety mode", {"mode": "full"}, "safety.mode", None, "default (fast) → full"),
+        ("confirm set", {"amount": "2.50"}, "confirm.set", None, "default (never) → $2.50"),
         ("logchannel set", {"channel": LOG}, "logchannel.set", f"channel:{LOG}", f"none → <#{LOG}>"),
         ("logchannel clear", {}, "logchannel.set", None, f"<#{LOG}> → none"),
     ]

@@ -62,7 +62,7 @@ async def test_components_per_stage_and_custom_ids() -> None:
 
     assert ids("progress", running) == ["klingbot:cancel:7"]
     assert ids("result", replace(running, state="succeeded")) == [
-        "klingbot:reroll:7", "klingbot:details:7", "klingbot:delete:7"]
+        "klingbot:reroll:7", "klingbot:extend:7", "klingbot:remix:7", "klingbot:details:7", "klingbot:delete:7"]
     assert ids("failure", replace(running, state="failed")) == ["klingbot:reroll:7", "klingbot:details:7",
                                                                 "klingbot:delete:7"]
     assert ids("progress", replace(running, cancel_requested=True)) is None  # nothing to press now
@@ -77,7 +77,8 @@ async def test_reroll_repeats_the_request_and_frames_charged_to_the_clicker(worl
     first = w.attach("first.png", image_bytes(640, 360, "PNG", "red"))
     result = await finished_job(w, {"prompt": "the red square spins", "cfg_scale": 0.7, "quality": 80,
                                     "negative_prompt": "blurry"}, attachments={"first_frame": first})
-    assert result.custom_ids() == ["klingbot:reroll:1", "klingbot:details:1", "klingbot:delete:1"]
+    assert result.custom_ids() == ["klingbot:reroll:1", "klingbot:extend:1", "klingbot:remix:1",
+                                   "klingbot:details:1", "klingbot:delete:1"]
     assert w.sim.stats.upload_tasks == 1
 
     clicked = await w.fake.click_button(result, "klingbot:reroll:1", user_id=OTHER_USER)

@@ -9,6 +9,7 @@ import re
 import av
 import pytest
 
+from bot.services import media
 from bot.simulator.media import MIB, make_video
 from tests.fakes.world import BotWorld, started_world
 
@@ -73,6 +74,32 @@ async def test_a_webm_result_is_fitted_into_mp4_and_job_reposts_it(tmp_path) -> 
         iid = await w.fake.send_slash("job", {"id": 1})
         await w.reply(iid, "attached", timeout=30)
         assert [a["data"] for a in w.fake.interaction_message(iid).attachments] == [attachment["data"]]
+
+
+async def test_a_fit_in_progress_holds_up_neither_polling_nor_other_channels(tmp_path, monkeypatch) -> None:
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("KLINGBOT_TEST_MEDIA_GATE", str(gate))
+    monkeypatch.setattr(media, "WORKER_MODULE", "tests.slow_media_worker")  # fits wait for the gate
+    async with started_world(tmp_path) as w:
+        other = 1_100_000_000_000_000_099
+        w.fake.add_channel(w.seed.guild_id, other, "gen-2")
+        w.fake.max_upload_bytes = 200_000
+        w.sim.video_bytes = 300_000
+        await w.video({"prompt": "a red fox running through fresh snow"})
+        await w.wait_submitted(1)
+        w.sim.finish_all()
+        await w.wait(lambda: any("Fitting the video to Discord's size limit" in t for t in progress_texts(w)))
+        w.sim.video_bytes = None  # the next result is the small clip: it needs no fit
+        iid = await w.video({"prompt": "a grey owl in the rain"}, channel_id=other)
+        await w.reply(iid, "Queued as job #2")
+        await w.wait_submitted(2)
+        w.sim.finish_all()
+        # Polled, fetched and posted while job 1's fit is still held at the gate.
+        [second] = await w.wait_result(1, channel_id=other)
+        assert second.attachments and not w.result_messages()
+        gate.touch()
+        [first] = await w.wait_result(1, timeout=60)
+        assert first.attachments and len(first.attachments[0]["data"]) <= 200_000
 
 
 def frameless_file() -> bytes:

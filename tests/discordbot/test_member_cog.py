@@ -126,8 +126,8 @@ async def test_job_reposts_the_video_with_its_buttons(world: BotWorld) -> None:
     message = w.fake.interaction_message(iid)
     assert message.content.startswith(f"Job #{job_id}: 1 video(s) attached.")
     assert [a["data"] for a in message.attachments] == [w.sim.mp4]
-    assert message.custom_ids() == [f"klingbot:reroll:{job_id}", f"klingbot:details:{job_id}",
-                                    f"klingbot:delete:{job_id}"]
+    assert message.custom_ids() == [f"klingbot:{action}:{job_id}"
+                                    for action in ("reroll", "extend", "remix", "details", "delete")]
     assert message.notified_user_ids == []  # a re-post pings no one
     assert "repost me" in message.embeds[0]["description"]
 

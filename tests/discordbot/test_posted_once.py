@@ -28,9 +28,9 @@ async def test_each_message_of_a_job_has_its_own_nonce(world: BotWorld) -> None:
     by_nonce = {m.nonce: m for m in w.channel_messages()}
     result, failure = by_nonce["kb-j1-r"], by_nonce["kb-j2-f"]
     assert result.attachments and "did not produce a video" in failure.content
-    # The failure notice carries Re-roll, Details and Delete, like a result.
+    # The failure notice carries Re-roll, Details and Delete; a result Extend and Remix too.
     assert failure.custom_ids() == ["klingbot:reroll:2", "klingbot:details:2", "klingbot:delete:2"]
-    assert result.custom_ids() == ["klingbot:reroll:1", "klingbot:details:1", "klingbot:delete:1"]
+    assert result.custom_ids() == [f"klingbot:{a}:1" for a in ("reroll", "extend", "remix", "details", "delete")]
 
 
 async def test_a_result_whose_answer_was_lost_is_not_posted_again(world: BotWorld) -> None:

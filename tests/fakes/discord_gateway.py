@@ -33,7 +33,7 @@ from tests.fakes.discord_state import (
 )
 
 # Which callback types Discord accepts per interaction type (2 = command, 3 = component).
-_CALLBACK_TYPES = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}}
+_CALLBACK_TYPES = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 5: {4, 5, 6, 7}}
 _TRUE = ("1", "true", "True")
 
 
@@ -253,6 +253,66 @@ class GatewayMixin:
             data["values"] = values
         return await self._interact(3, data, guild, channel, uid, app_permissions, permissions, "en-US",
                                     message=msg)
+
+    def post_member_message(self, channel_id: int, user_id: int, content: str = "",
+                            attachments: list[dict] | tuple = ()) -> Message:
+        """A member's own message in a channel (attachments from ``host_attachment``)."""
+        _, guild_id = self._find_channel(channel_id)
+        msg = Message(id=snowflake(), channel_id=channel_id, author_id=user_id, content=content, embeds=[],
+                      components=[], allowed_mentions=None, attachments=[dict(a) for a in attachments],
+                      created=next(self._order), guild_id=guild_id)
+        self._messages[msg.id] = msg
+        return msg
+
+    async def send_message_command(self, name: str, message: Message, *, user_id: int | None = None) -> str:
+        """A member picks the message context-menu command ``name`` (Apps menu) on ``message``."""
+        guild, channel, uid = self._context(user_id, message.guild_id, message.channel_id, message.guild_id is None)
+        gid = guild.id if guild else None
+        found = [(c, g) for g in ((gid, None) if gid else (None,)) for c in self.commands.get(g, [])
+                 if c["name"] == name and c.get("type") == 3]
+        if not found:
+            raise LookupError(f"no message command {name!r} is registered")
+        cmd, registered_in = found[0]
+        data: dict[str, Any] = {"id": cmd["id"], "name": name, "type": 3, "target_id": str(message.id),
+                                "resolved": {"messages": {str(message.id): self._message_json(message)}}}
+        if registered_in:
+            data["guild_id"] = str(registered_in)
+        return await self._interact(2, data, guild, channel, uid, None, None, "en-US")
+
+    def opened_modal(self, interaction_id: int | str) -> dict:
+        """The modal the bot opened in answer to an interaction (callback type 9)."""
+        for r in self.interaction_responses(interaction_id):
+            if r.kind == "callback" and r.type == 9:
+                return r.data
+        raise LookupError(f"interaction {interaction_id} opened no modal")
+
+    async def submit_modal(self, interaction_id: int | str, values: dict[str, str] | None = None, *,
+                           user_id: int | None = None) -> str:
+        """The member submits the modal opened for ``interaction_id``: ``values`` by the text inputs'
+        labels; the rest keep what the bot prefilled. Returns the submit's interaction id."""
+        opening = self.interaction(interaction_id)
+        modal = self.opened_modal(interaction_id)
+        values = dict(values or {})
+        rows = []
+        for row in modal.get("components") or []:
+            inputs = [row["component"]] if row.get("type") == 18 else row.get("components") or []
+            label = row.get("label")
+            answered = []
+            for text in inputs:
+                key = label or text.get("label")
+                value = values.pop(key, text.get("value") or "")
+                answered.append({"type": 4, "custom_id": text["custom_id"], "value": value})
+            rows.append({"type": 18, "component": answered[0]} if row.get("type") == 18
+                        else {"type": 1, "components": answered})
+        if values:
+            raise LookupError(f"the modal has no input labelled {sorted(values)}")
+        guild = self.guilds.get(opening.guild_id) if opening.guild_id else None
+        channel, _ = self._find_channel(opening.channel_id)
+        assert channel is not None
+        uid = user_id or opening.user_id
+        message = self._messages.get(int(opening.payload["message"]["id"])) if "message" in opening.payload else None
+        return await self._interact(5, {"custom_id": modal["custom_id"], "components": rows}, guild, channel, uid,
+                                    None, None, "en-US", message=message)
 
     def _context(self, user_id: int | None, guild_id: int | None, channel_id: int | None, dm: bool
                  ) -> tuple[Guild | None, dict, int]:

@@ -83,7 +83,8 @@ class BotWorld:
                         "download_hosts": ["127.0.0.1"], "request_timeout_s": 10.0, "max_retries": 2},
             "storage": {"path": str(self.tmp_path / "klingbot.sqlite3")},
             "progress": {"min_edit_interval_s": 0.05},
-            "limits": {"daily_videos": 50, "monthly_usd": 100, "max_concurrent": 10},
+            # No cost confirmation unless a test asks for it: most tests start jobs in one step.
+            "limits": {"daily_videos": 50, "monthly_usd": 100, "max_concurrent": 10, "confirm_above_usd": 0},
         }
         data = deep_merge(data, overrides or {})
         secrets = Secrets(discord_token=SecretStr(self.fake.token), runware_api_key=SecretStr(SIM_KEY))

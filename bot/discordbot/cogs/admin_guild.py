@@ -1,5 +1,5 @@
 """/genadmin groups about the whole server: channels add|remove|list, blocklist add|remove|list,
-budget set, modrole set|clear, logchannel set|clear, safety mode. The server commands at the top
+budget set, modrole set|clear, logchannel set|clear, safety mode, confirm set. The server commands at the top
 level (pause, resume, usage, audit) are methods of the root group in admin.py."""
 
 # No `from __future__ import annotations`: discord.py reads the callbacks' annotations at runtime.
@@ -118,4 +118,14 @@ class Safety(ConsoleGroup, name="safety", description="The content check on vide
         await self.console.done(interaction, change)
 
 
-SERVER_GROUPS = (Channels, Blocklist, Budget, ModRole, LogChannel, Safety)
+class Confirm(ConsoleGroup, name="confirm", description="When members confirm a job's cost first"):
+    @app_commands.command(name="set", description="Ask members to confirm jobs estimated above this (USD; 0 = never)")
+    @app_commands.describe(amount="USD, e.g. 2.50 (0 = never ask)", reason=WHY)
+    async def set_threshold(self, interaction: discord.Interaction, amount: Range[str, 1, 20],
+                            reason: Reason | None = None) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        change = await self.console.mod.set_confirm_threshold(guild_id, amount, actor=actor, reason=reason)
+        await self.console.done(interaction, change)
+
+
+SERVER_GROUPS = (Channels, Blocklist, Budget, ModRole, LogChannel, Safety, Confirm)

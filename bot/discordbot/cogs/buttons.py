@@ -23,6 +23,7 @@ from bot.db.records import ACTIVE_STATES, JobRecord
 from bot.discordbot import render_job
 from bot.discordbot.app import RESTARTING, KlingBot
 from bot.discordbot.cogs.errors import report_error
+from bot.discordbot.confirm import confirm_cost
 from bot.discordbot.interactions import PROGRESS_LINK_WAIT_S, member_of, missing_permissions
 from bot.discordbot.permissions import is_moderator, may_manage_job
 from bot.discordbot.render_member import details_embed
@@ -34,20 +35,24 @@ from bot.usd import micro_to_usd
 log = logging.getLogger(__name__)
 
 COG_NAME = "Buttons"
-TEMPLATE = r"klingbot:(?P<action>reroll|details|delete|cancel):(?P<job>[0-9]{1,19})"
+TEMPLATE = r"klingbot:(?P<action>reroll|extend|remix|details|delete|cancel):(?P<job>[0-9]{1,19})"
 DEBOUNCE_S = 5.0  # a second Re-roll click by the same member on the same job within this does nothing
 _DEBOUNCE_KEEP = 1000  # entries kept before old ones are swept
 
 # action -> (label, style, emoji)
 BUTTONS: dict[str, tuple[str, discord.ButtonStyle, str]] = {
     "reroll": ("Re-roll", discord.ButtonStyle.primary, "🔁"),
+    "extend": ("Extend", discord.ButtonStyle.secondary, "⏩"),
+    "remix": ("Remix", discord.ButtonStyle.secondary, "🎛️"),
     "details": ("Details", discord.ButtonStyle.secondary, "ℹ️"),
     "delete": ("Delete", discord.ButtonStyle.danger, "🗑️"),
     "cancel": ("Cancel", discord.ButtonStyle.danger, "✖️"),
 }
+# The cog that handles each action (Extend and Remix live with the `Make a video` menu).
+HANDLER_COG = {"extend": "NextSteps", "remix": "NextSteps"}
 STAGES: dict[str, tuple[str, ...]] = {
     "progress": ("cancel",),
-    "result": ("reroll", "details", "delete"),
+    "result": ("reroll", "extend", "remix", "details", "delete"),
     "failure": ("reroll", "details", "delete"),
 }
 
@@ -72,9 +77,9 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
         return cls(match["action"], int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog(COG_NAME)
+        cog = interaction.client.get_cog(HANDLER_COG.get(self.action, COG_NAME))  # type: ignore[attr-defined]
         try:
-            if not isinstance(cog, ButtonsCog):
+            if cog is None or not hasattr(cog, "handle"):
                 raise UserFacingError(RESTARTING)
             await cog.handle(self.action, interaction, self.job_id)
         except Exception as exc:  # noqa: BLE001 - every failure is shown to the member (or logged as a bug)
@@ -160,7 +165,9 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
             if missing:
                 raise NotPermitted(f"I cannot post a video in this channel: I am missing the "
                                    f"{', '.join(missing)} permission(s) here.")
-        await job_here(bot, interaction, job_id)
+        source = await job_here(bot, interaction, job_id)
+        if not await confirm_cost(bot, interaction, source.estimate_micro, f"a re-roll of job #{job_id}"):
+            return
         job = await live.engine.reroll(job_id, member_of(interaction), channel_id=interaction.channel_id,
                                        upload_limit=interaction.filesize_limit or None)
         log.info("job %s re-rolled as job %s by user %s", job_id, job.id, interaction.user.id)

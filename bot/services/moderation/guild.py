@@ -18,6 +18,7 @@ from bot.db.guilds import (
 from bot.db.records import GuildSettings
 from bot.errors import InvalidInput, UserFacingError
 from bot.services.moderation.audit import AuditedActions, Change, Diff, clean_reason
+from bot.usd import micro_to_usd, usd_to_micro
 
 MAX_TERM = 100
 SAFETY_STRENGTH = {mode: rank for rank, mode in enumerate(SAFETY_MODES)}  # none < fast < full
@@ -167,6 +168,29 @@ class GuildActions(AuditedActions):
             old = get_guild_settings(c, gid).safety_mode
             update_guild_settings(c, gid, safety_mode=mode)
             return "safety.mode", None, old or f"default ({floor})", mode
+
+        return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
+
+    async def set_confirm_threshold(self, guild_id: int, amount: str, *, actor: str, reason: str | None = None
+                                    ) -> Change:
+        """Above this estimate (USD) a member confirms a job first; 0 = never ask."""
+        allowed = "an amount in USD from 0 (never ask) up, e.g. 2.50"
+        try:
+            micro = usd_to_micro((amount or "").strip().lstrip("$"))
+        except ValueError:
+            raise InvalidInput("amount", amount, allowed) from None
+        if micro < 0:
+            raise InvalidInput("amount", amount, allowed)
+
+        def text(value: int | None) -> str:
+            if value is None:
+                return f"default ({text(self.cfg.limits.confirm_above_micro_usd)})"
+            return "never" if value == 0 else micro_to_usd(value)
+
+        def change(c: Conn, gid: int) -> Diff:
+            old = get_guild_settings(c, gid).confirm_above_micro
+            update_guild_settings(c, gid, confirm_above_micro=micro)
+            return "confirm.set", None, text(old), text(micro)
 
         return await self._act(change, guild_id, actor=actor, reason=clean_reason(reason))
 
