@@ -91,6 +91,19 @@ def missing_permissions(interaction: discord.Interaction) -> list[str]:
     return missing
 
 
+def check_channel(bot: KlingBot, interaction: discord.Interaction, what: str) -> None:
+    """A new job may start here: a server channel (or DMs when allowed) the bot can post in."""
+    if interaction.guild_id is None and not bot.cfg.discord.allow_dms:
+        raise NotPermitted(f"{what} works in a server channel, not in direct messages.")
+    if interaction.channel_id is None:
+        raise UserFacingError("This channel cannot be used for videos.")
+    if interaction.guild_id is not None:
+        missing = missing_permissions(interaction)
+        if missing:
+            raise NotPermitted(f"I cannot post a video in this channel: I am missing the "
+                               f"{', '.join(missing)} permission(s) here.")
+
+
 async def fetch_frame(bot: KlingBot, attachment: discord.Attachment, field: str) -> CheckedImage:
     """Download (only from the attachment hosts, size-capped) and check one frame image."""
     if attachment.size and attachment.size > MAX_IMAGE_BYTES:

@@ -24,7 +24,7 @@ from bot.discordbot import render_job
 from bot.discordbot.app import RESTARTING, KlingBot
 from bot.discordbot.cogs.errors import report_error
 from bot.discordbot.confirm import confirm_cost
-from bot.discordbot.interactions import PROGRESS_LINK_WAIT_S, member_of, missing_permissions
+from bot.discordbot.interactions import PROGRESS_LINK_WAIT_S, check_channel, member_of
 from bot.discordbot.permissions import is_moderator, may_manage_job
 from bot.discordbot.render_member import details_embed
 from bot.errors import NotPermitted, UserFacingError
@@ -156,15 +156,7 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         live = bot.running()
-        if interaction.guild_id is None and not bot.cfg.discord.allow_dms:
-            raise NotPermitted("Re-roll works in a server channel, not in direct messages.")
-        if interaction.channel_id is None:
-            raise UserFacingError("This channel cannot be used for videos.")
-        if interaction.guild_id is not None:
-            missing = missing_permissions(interaction)
-            if missing:
-                raise NotPermitted(f"I cannot post a video in this channel: I am missing the "
-                                   f"{', '.join(missing)} permission(s) here.")
+        check_channel(bot, interaction, "Re-roll")
         source = await job_here(bot, interaction, job_id)
         if not await confirm_cost(bot, interaction, source.estimate_micro, f"a re-roll of job #{job_id}"):
             return

@@ -17,11 +17,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discordbot.app import RESTARTING
 from bot.discordbot.cogs.buttons import job_here
 from bot.discordbot.cogs.errors import report_error
 from bot.discordbot.confirm import confirm_cost
-from bot.discordbot.interactions import VideoOptions, handle_video, member_of, missing_permissions, tell_queued
-from bot.errors import InvalidInput, NotPermitted, UserFacingError
+from bot.discordbot.interactions import VideoOptions, check_channel, handle_video, member_of, tell_queued
+from bot.errors import InvalidInput, UserFacingError
 from bot.requests import CFG_MAX, CFG_MIN, PROMPT_MAX, PROMPT_MIN, ResolvedRequest
 from bot.services import next_steps
 from bot.services.next_steps import PlannedJob
@@ -40,7 +41,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 def _cog(interaction: discord.Interaction) -> NextStepsCog:
     cog = interaction.client.get_cog(COG_NAME)  # type: ignore[attr-defined]
     if not isinstance(cog, NextStepsCog):
-        raise UserFacingError("The bot is restarting; please try again in a minute.")
+        raise UserFacingError(RESTARTING)
     return cog
 
 
@@ -129,19 +130,6 @@ class MakeVideoModal(_Modal):
         options = VideoOptions(prompt=self.prompt.value, negative_prompt=self.negative.value or None,
                                first_frame=self.attachment)
         await handle_video(bot, interaction, options)
-
-
-def check_channel(bot: KlingBot, interaction: discord.Interaction, what: str) -> None:
-    """A new job may start here: a server channel (or DMs when allowed) the bot can post in."""
-    if interaction.guild_id is None and not bot.cfg.discord.allow_dms:
-        raise NotPermitted(f"{what} works in a server channel, not in direct messages.")
-    if interaction.channel_id is None:
-        raise UserFacingError("This channel cannot be used for videos.")
-    if interaction.guild_id is not None:
-        missing = missing_permissions(interaction)
-        if missing:
-            raise NotPermitted(f"I cannot post a video in this channel: I am missing the "
-                               f"{', '.join(missing)} permission(s) here.")
 
 
 def first_image(message: discord.Message) -> discord.Attachment | None:
