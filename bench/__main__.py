@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import ack, contention, contention_pg, edits, fanin, memory, resume, transcode
+from bench import ack, contention, contention_pg, edits, fanin, latency, memory, resume, transcode
 from bench.common import ScenarioResult, format_table, machine_info, write_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
@@ -33,6 +33,7 @@ SCENARIOS: dict[str, Runner] = {
     resume.NAME: resume.run,
     memory.NAME: memory.run,
     transcode.NAME: transcode.run,
+    latency.NAME: latency.run,
 }
 PROFILED = {ack.NAME, memory.NAME}  # the scenarios whose bot process can run under cProfile
 

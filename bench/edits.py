@@ -1,7 +1,7 @@
 """edits: many jobs in ONE channel through the real bot (started as tests/fakes/world starts it:
 run_bot, login, gateway, setup_hook, engine) against a fake Discord that enforces Discord's message
-limit of 5 writes per 5 s per channel. Every 429 the fake answers is counted; every job's final
-message is checked as a member would see it."""
+limits of 5 creates and 5 edits per 5 s per channel. Every 429 the fake answers is counted; every
+job's final message is checked as a member would see it."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from bench import ack, contention, contention_pg, edits, fanin, memory, resume, transcode
+from bench import ack, contention, contention_pg, edits, fanin, latency, memory, resume, transcode
 from bench.__main__ import main as bench_main
 from bench.common import BenchSimulator, Row, ScenarioResult, format_table, percentile, write_toml
 
@@ -93,6 +93,15 @@ async def test_edits_smoke(tmp_path: Path) -> None:
     assert row(result, "Discord 429s").value == 0
     assert row(result, "final messages correct").value == "1/1"
     assert result.details["problems"] == {}
+
+
+async def test_latency_smoke(tmp_path: Path) -> None:
+    result = await latency.run(tmp_path, jobs=4, channels=2, speed=30.0)
+    for label in ("polling", "webhooks"):
+        assert row(result, f"{label}: results posted").value == "4/4"
+        assert result.details[label]["posted_p99_s"] >= 0
+    assert row(result, "polling: ready -> fetched max").value >= 0
+    assert row(result, "webhooks: ready -> fetched p99").value >= 0
 
 
 async def test_contention_smoke(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from bot.db.jobs import jobs_by_state
 from bot.db.kv import kv_get
 from bot.db.money import ledger_rows
 from bot.errors import DatabaseUnavailable
-from bot.services import delivery, engine
+from bot.services import delivery, submitter
 from bot.services.clock import SystemClock
 from bot.services.jobs import JobStore
 from bot.services.quotas import RUNWARE_PAUSE_KEY, Member, Quotas
@@ -36,7 +36,7 @@ NOT_ANSWERING = "Runware is not answering, retrying"
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     # Retry pacing only: the behaviour under test is the same at any speed.
     monkeypatch.setattr(delivery, "RETRY_BASE_S", 0.05)
-    monkeypatch.setattr(engine, "PAUSE_PROBE_S", 0.1)
+    monkeypatch.setattr(submitter, "PAUSE_PROBE_S", 0.1)
 
 
 @contextlib.asynccontextmanager
@@ -156,7 +156,7 @@ async def test_a_402_keeps_the_job_queued_until_the_balance_is_back(world: BotWo
     w = world
     # A probe's key check passes even with no balance (only a submit says 402), so between a probe
     # and the next refused submit new jobs would be taken: no probes until the balance is back.
-    monkeypatch.setattr(engine, "PAUSE_PROBE_S", 3600.0)
+    monkeypatch.setattr(submitter, "PAUSE_PROBE_S", 3600.0)
     w.sim.faults.balance_micro = 0
     await queued(w, "an empty wallet", 1)
     await w.fake.wait_for_message(OPS_CHANNEL, lambda m: "balance is exhausted" in m.content)
@@ -168,7 +168,7 @@ async def test_a_402_keeps_the_job_queued_until_the_balance_is_back(world: BotWo
     text = await w.reply(await w.video({"prompt": "another one"}))
     assert "paused" in text
     w.sim.faults.balance_micro = None  # topped up: the next probe lets the waiting job through, once
-    monkeypatch.setattr(engine, "PAUSE_PROBE_S", 0.1)
+    monkeypatch.setattr(submitter, "PAUSE_PROBE_S", 0.1)
     await w.wait_submitted(1)
     await w.wait(lambda: all("Generation is paused" not in json.dumps(m.embeds) for m in w.progress_messages()))
     w.sim.finish_all()

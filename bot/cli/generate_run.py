@@ -16,7 +16,7 @@ from tqdm import tqdm
 from bot.cli.generate_request import fit_limit_from_args, resolve_from_args
 from bot.config import Config
 from bot.db import open_database
-from bot.db.jobs import active_jobs, get_job, unnotified_jobs
+from bot.db.jobs import get_job
 from bot.db.money import job_money
 from bot.db.records import JobRecord
 from bot.errors import InvalidInput, RunwareUnavailable, UserFacingError
@@ -51,6 +51,9 @@ class TerminalSink:
         return NO_DOWNLOAD_CAP
 
     def download_dir(self, job: JobRecord) -> Path:
+        # A job taken over from a run that is gone still goes to the --out it was created with.
+        if job.deliver_to and job.deliver_to != str(self.out_dir.resolve()):
+            return Path(job.deliver_to)
         return self.out_dir
 
     def fit_limit(self, job: JobRecord) -> int | None:
@@ -82,6 +85,11 @@ class TerminalSink:
         return None
 
     async def alert(self, text: str) -> None:
+        """An operator alert (Runware down for long, failures in a row): the terminal user is the operator."""
+        tqdm.write(f"warning: {text}", file=sys.stderr)
+
+    async def refuse(self, text: str) -> None:
+        """Runware refused the key or balance: the run cannot finish."""
         async with self.finished:
             self.refused = text
             self.finished.notify_all()
@@ -184,11 +192,14 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
         stack.push_async_callback(client.aclose)
         fit_bytes = fit_limit_from_args(args)
         sink = TerminalSink(out_dir, show_bar=sys.stderr.isatty(), fit_bytes=fit_bytes)
-        engine = Engine(cfg=cfg, db=db, client=client, sink=sink)
-        # An earlier run killed mid-job left its job in the database: the engine resumes it, and this
-        # run waits for it too, so its video still lands in --out (once).
-        resumed = await unfinished_terminal_jobs(engine)
+        # This run shows and delivers only its own job, and those of earlier runs that are gone
+        # (killed mid-job), which it takes over at start and waits for too, so their videos still
+        # land in their --out (once). Runs beside it keep theirs.
+        engine = Engine(cfg=cfg, db=db, client=client, sink=sink, kind="terminal", deliver_to=str(out_dir.resolve()),
+                        heartbeat=False, adopt_while_running=False)
+        engine.submitter.on_refused = sink.refuse
         await engine.start()
+        resumed = list(engine.adopted)
         engine_running = True
 
         async def stop_engine() -> None:
@@ -236,12 +247,6 @@ async def _generate(cfg: Config, args: argparse.Namespace) -> int:
               + (f"; {result['error']}" if result["error"] else ""))
     # Success is a video in --out: a result withheld or not downloaded is reported, and exits 1.
     return 0 if results[-1]["status"] == "delivered" and results[-1]["videos"] else 1
-
-
-async def unfinished_terminal_jobs(engine: Engine) -> list[int]:
-    """Ids of the terminal's jobs still running, or finished but never reported."""
-    jobs = [*await active_jobs(engine.db, 10_000), *await unnotified_jobs(engine.db, 1000)]
-    return sorted({j.id for j in jobs if engine.sink.handles(j)})
 
 
 def run_generation(cfg: Config, args: argparse.Namespace) -> int:

@@ -29,7 +29,6 @@ from bot.db.money import job_money
 from bot.db.records import ALL_STATES, JobMoney, JobRecord
 from bot.errors import InvalidInput, UserFacingError
 from bot.services.clock import Clock, describe_reset
-from bot.services.engine import HEARTBEAT_S
 from bot.services.moderation import Moderation
 from bot.services.moderation.audit import Change
 from bot.services.moderation.limits import limits_text, parse_count_limit, parse_usd_limit
@@ -39,8 +38,8 @@ from bot.services.quotas import DM_SCOPE, Member, Quotas, scope_name
 from bot.services.usage import MONEY_COLUMNS, Usage, UsageLine, UsageReport
 from bot.usd import micro_to_usd
 
-HEALTH_MIN_AGE_S = 30.0
-HEALTH_BEATS = 6  # missed heartbeats before the bot counts as unhealthy
+HEALTH_ROUNDS = 3        # poll intervals without a finished round before the bot counts as stuck
+HEALTH_MARGIN_S = 30.0
 
 
 # ---- shared helpers ----------------------------------------------------------------------------
@@ -121,10 +120,11 @@ def local_time(ts: float | None, cfg: Config) -> str:
 # ---- health ------------------------------------------------------------------------------------
 
 
-def health_max_age() -> float:
-    """How old the heartbeat may be: the engine writes it every HEARTBEAT_S from a task of its own,
-    so a tick waiting on a slow Runware request does not make a live bot look dead."""
-    return max(HEALTH_MIN_AGE_S, HEALTH_BEATS * HEARTBEAT_S)
+def health_max_age(cfg: Config) -> float:
+    """How old the heartbeat may be (SPEC 3.5): the poll loop writes it when it finishes a round (at
+    most once a second, well inside the margin), so a loop that has not finished one for 3 poll
+    intervals + 30 s is stuck."""
+    return HEALTH_ROUNDS * cfg.runware.poll_interval_s + HEALTH_MARGIN_S
 
 
 async def _heartbeat_age(cfg: Config) -> float | None:
@@ -139,7 +139,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     if not on_postgres(cfg) and not db_path(cfg).is_file():  # a healthcheck must not invent a database
         print(f"unhealthy: no database at {path}")
         return 1
-    max_age = args.max_age if getattr(args, "max_age", None) is not None else health_max_age()
+    max_age = args.max_age if getattr(args, "max_age", None) is not None else health_max_age(cfg)
     if max_age <= 0:
         raise InvalidInput("--max-age", max_age, "a number of seconds above 0")
     try:

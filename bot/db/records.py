@@ -51,7 +51,14 @@ class JobRecord:
     upload_limit: int | None
     parent_job_id: int | None
     created_by: str | None = None  # "host:pid:run" of the process that created it (migration 002)
-    submit_sent_at: float | None = None  # the bot began sending it: Runware may have it (migration 003)
+    submit_sent_at: float | None = None  # the bot began sending it: Runware may have it (migration 006)
+    owner: str | None = None       # the run that shows and delivers it, when not its creator (006)
+    deliver_to: str | None = None  # a terminal job's --out (006)
+
+    @property
+    def owned_by(self) -> str | None:
+        """The run that shows and delivers this job: its owner, else its creator."""
+        return self.owner or self.created_by
 
     @property
     def is_final(self) -> bool:
@@ -227,6 +234,23 @@ class SpendNumbers:
     def from_row(cls, row: sqlite3.Row) -> SpendNumbers:
         return cls(**{name: int(row[name] or 0) for name in _columns(cls)})
 
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One engine process (migration 006): alive while ``lease_until`` is in the future."""
+
+    run_id: str
+    kind: str
+    host: str
+    pid: int
+    started_at: float
+    lease_until: float
+    deliver_to: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> RunRecord:
+        return cls(**{name: row[name] for name in _columns(cls)})
 
 
 @dataclass(frozen=True, slots=True)

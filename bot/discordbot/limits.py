@@ -18,3 +18,8 @@ NONCE_MAX = 25                           # characters of a message nonce
 def too_large(exc: discord.HTTPException) -> bool:
     """Discord refused the files as over the upload limit."""
     return exc.code == TOO_LARGE or exc.status == 413
+
+
+def is_lost_channel(exc: discord.HTTPException) -> bool:
+    """The channel is gone (404 10003) or closed to the bot (any 403)."""
+    return isinstance(exc, discord.Forbidden) or (isinstance(exc, discord.NotFound) and exc.code == UNKNOWN_CHANNEL)

@@ -1,10 +1,12 @@
 """Per-channel pacing of Discord writes (SPEC 3.4).
 
-Discord allows about 5 message writes per 5 s per channel, and discord.py's own limiter still lets
-bursts land in a fresh rate-limit window, so the bot spaces its own writes: at most ``limit`` starts
-in any ``window_s`` per channel. Work is keyed: a newer submission with the key of one still waiting
-replaces it (only the newest render of a message is ever sent), and urgent work (a delivery) goes
-before routine work (a progress edit). No discord import: the work items are plain coroutines.
+Discord allows about 5 message creates and 5 edits per 5 s per channel, counted apart, and
+discord.py's own limiter still lets bursts land in a fresh rate-limit window, so the bot spaces its
+own writes: each channel has two lanes, creates and edits, each with at most ``limit`` starts in any
+``window_s``, one write at a time, and neither waits for the other. Work is keyed: a newer
+submission with the key of one still waiting replaces it (only the newest render of a message is
+ever sent), and urgent work (a result, a failure notice) goes before routine work (progress). No
+discord import: the work items are plain coroutines.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ log = logging.getLogger(__name__)
 
 URGENT = 0
 ROUTINE = 1
+CREATE = "create"
+EDIT = "edit"
+
+Lane = tuple[int, str]  # (channel id, CREATE | EDIT)
 
 
 class SlidingWindow:
@@ -65,7 +71,8 @@ class _Item:
 
 
 class ChannelPacer:
-    """Runs keyed work per channel, spaced by a SlidingWindow, one item at a time per channel.
+    """Runs keyed work per channel lane (creates, edits), spaced by a SlidingWindow, one item at a
+    time per lane.
 
     ``clock`` and ``sleep`` are injectable so the schedule can be tested without real time."""
 
@@ -82,15 +89,31 @@ class ChannelPacer:
         self._clock = clock
         self._sleep = sleep
         self._seq = itertools.count()
-        self._queues: dict[int, list[_Item]] = {}
-        self._windows: dict[int, SlidingWindow] = {}
-        self._workers: dict[int, asyncio.Task[None]] = {}
-        self._wake: dict[int, asyncio.Event] = {}
+        self._queues: dict[Lane, list[_Item]] = {}
+        self._windows: dict[Lane, SlidingWindow] = {}
+        self._workers: dict[Lane, asyncio.Task[None]] = {}
+        self._wake: dict[Lane, asyncio.Event] = {}
         self._closed = False
         self.started = 0  # work items started, all channels (tests and the bench read it)
 
     def pending(self, channel_id: int) -> int:
-        return len(self._queues.get(channel_id, ()))
+        return sum(len(self._queues.get((channel_id, kind), ())) for kind in (CREATE, EDIT))
+
+    def waiting(self, channel_id: int, kind: str) -> list[_Item]:
+        """The items waiting in one lane (tests look at them)."""
+        return list(self._queues.get((channel_id, kind), ()))
+
+    def discard(self, channel_id: int, key: Hashable, kind: str) -> bool:
+        """Drop the waiting item with ``key`` from a lane (its callers see CancelledError); False when
+        none waits. A progress message not created yet when its job finished is never created."""
+        queue = self._queues.get((channel_id, kind)) or []
+        for item in queue:
+            if item.key == key:
+                queue.remove(item)
+                item.future.cancel()
+                self._poke((channel_id, kind))
+                return True
+        return False
 
     def submit(
         self,
@@ -100,49 +123,54 @@ class ChannelPacer:
         key: Hashable | None = None,
         priority: int = ROUTINE,
         not_before: float | None = None,
+        kind: str = CREATE,
     ) -> asyncio.Future[Any]:
-        """Queue ``work`` for ``channel_id``; returns a future for its result.
+        """Queue ``work`` (a message create, or with ``kind=EDIT`` an edit) for ``channel_id``;
+        returns a future for its result.
 
-        With a ``key`` already waiting in that channel, the waiting item takes the new work (and
-        the earlier of the two start times and the more urgent priority); both callers get the
-        result of the one call that runs."""
+        With a ``key`` already waiting in that lane, the waiting item takes the new work (and the
+        earlier of the two start times and the more urgent priority); both callers get the result
+        of the one call that runs."""
         if self._closed:
             raise RuntimeError("pacer is closed")
+        if kind not in (CREATE, EDIT):
+            raise ValueError(f"kind must be {CREATE!r} or {EDIT!r}, not {kind!r}")
         loop = asyncio.get_running_loop()
         when = self._clock() if not_before is None else not_before
-        queue = self._queues.setdefault(channel_id, [])
+        lane = (channel_id, kind)
+        queue = self._queues.setdefault(lane, [])
         if key is not None:
             for item in queue:
                 if item.key == key:
                     item.work = work
                     item.not_before = min(item.not_before, when)
                     item.priority = min(item.priority, priority)
-                    self._poke(channel_id)
+                    self._poke(lane)
                     return item.future
         item = _Item(next(self._seq), key, priority, when, work, loop.create_future())
         queue.append(item)
-        self._poke(channel_id)
-        worker = self._workers.get(channel_id)
+        self._poke(lane)
+        worker = self._workers.get(lane)
         if worker is None or worker.done():
-            self._workers[channel_id] = loop.create_task(self._drain(channel_id), name=f"pacer-{channel_id}")
+            self._workers[lane] = loop.create_task(self._drain(lane), name=f"pacer-{channel_id}-{kind}")
         return item.future
 
     async def run(self, channel_id: int, work: Callable[[], Awaitable[Any]], **kwargs: Any) -> Any:
         """submit() and wait for the result (exceptions of the work are raised here)."""
         return await self.submit(channel_id, work, **kwargs)
 
-    def _poke(self, channel_id: int) -> None:
-        event = self._wake.get(channel_id)
+    def _poke(self, lane: Lane) -> None:
+        event = self._wake.get(lane)
         if event is not None:
             event.set()
 
-    def next_item(self, channel_id: int, now: float) -> tuple[_Item | None, float]:
-        """The item to start now, or None and how long to wait. Pure scheduling decision:
-        among items whose time has come, the most urgent, then the oldest."""
-        queue = self._queues.get(channel_id) or []
+    def next_item(self, lane: Lane, now: float) -> tuple[_Item | None, float]:
+        """The item to start now in a lane, or None and how long to wait. Pure scheduling
+        decision: among items whose time has come, the most urgent, then the oldest."""
+        queue = self._queues.get(lane) or []
         if not queue:
             return None, 0.0
-        window = self._windows.setdefault(channel_id, SlidingWindow(self.limit, self.window_s))
+        window = self._windows.setdefault(lane, SlidingWindow(self.limit, self.window_s))
         ready = [item for item in queue if item.not_before <= now]
         if not ready:
             return None, min(item.not_before for item in queue) - now
@@ -151,20 +179,20 @@ class ChannelPacer:
             return None, wait
         return min(ready, key=lambda item: (item.priority, item.seq)), 0.0
 
-    async def _drain(self, channel_id: int) -> None:
-        wake = self._wake.setdefault(channel_id, asyncio.Event())
+    async def _drain(self, lane: Lane) -> None:
+        wake = self._wake.setdefault(lane, asyncio.Event())
         try:
-            while self._queues.get(channel_id):
+            while self._queues.get(lane):
                 wake.clear()
                 now = self._clock()
-                item, wait = self.next_item(channel_id, now)
+                item, wait = self.next_item(lane, now)
                 if item is None:
                     await self._wait(wait, wake)
                     continue
-                self._queues[channel_id].remove(item)
+                self._queues[lane].remove(item)
                 if item.future.cancelled():
                     continue
-                self._windows[channel_id].record(now)
+                self._windows[lane].record(now)
                 self.started += 1
                 try:
                     result = await item.work()
@@ -175,13 +203,13 @@ class ChannelPacer:
                     if not item.future.done():
                         item.future.set_result(result)
         finally:
-            self._workers.pop(channel_id, None)
-            self._wake.pop(channel_id, None)
-            if not self._queues.get(channel_id):
-                self._queues.pop(channel_id, None)
-                window = self._windows.get(channel_id)
+            self._workers.pop(lane, None)
+            self._wake.pop(lane, None)
+            if not self._queues.get(lane):
+                self._queues.pop(lane, None)
+                window = self._windows.get(lane)
                 if window is not None and window.idle:
-                    self._windows.pop(channel_id, None)
+                    self._windows.pop(lane, None)
 
     async def _wait(self, seconds: float, wake: asyncio.Event) -> None:
         """Sleep ``seconds`` (through the injected sleep) unless new work arrives first."""

@@ -2,11 +2,10 @@
 final message per job (SPEC 3.4).
 
 Everything goes out with the bot token to ordinary channel messages (never the interaction token,
-which dies after 15 minutes), and every channel write goes through the per-channel pacer. The sink
-works from the job record alone, so after a restart it edits the progress message it posted before.
-Progress never blocks the engine: renders are queued, coalesced per job, and written when the
-message's minimum edit interval and the channel's pace allow.
-"""
+which dies after 15 minutes), and every channel write goes through the per-channel pacer. The sink works
+from the job record alone, so after a restart it edits the progress message it posted before. Progress
+never blocks the engine: renders are queued, coalesced per job, and written when the message's minimum
+edit interval and the channel's pace allow."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,9 @@ from bot.db.jobs import set_progress_message
 from bot.db.records import JobRecord
 from bot.discordbot import render_job
 from bot.discordbot.final_post import post_final
-from bot.discordbot.limits import DEFAULT_UPLOAD_LIMIT, TOO_MANY_OLD_EDITS, UNKNOWN_CHANNEL, UNKNOWN_MESSAGE
+from bot.discordbot.limits import DEFAULT_UPLOAD_LIMIT, TOO_MANY_OLD_EDITS, UNKNOWN_MESSAGE, is_lost_channel
 from bot.discordbot.nonces import lost_channel_nonce, progress_nonce
-from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer
+from bot.discordbot.pacer import CREATE, EDIT, ROUTINE, URGENT, ChannelPacer
 from bot.download import prune_old_files
 from bot.services.sink import DeliveryFailed, Outcome, ProgressUpdate
 
@@ -64,13 +63,6 @@ class _Track:
     posted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _is_lost_channel(exc: discord.HTTPException) -> bool:
-    """The channel is gone (404 10003) or closed to the bot (any 403)."""
-    if isinstance(exc, discord.Forbidden):
-        return True
-    return isinstance(exc, discord.NotFound) and exc.code == UNKNOWN_CHANNEL
-
-
 class DiscordSink:
     def __init__(self, bot: KlingBot, *, pacer: ChannelPacer | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -80,6 +72,8 @@ class DiscordSink:
         self._clock = clock
         self._tracks: dict[int, _Track] = {}
         self._refusals: Counter[int] = Counter()  # job id -> 400s on its final post (memory only)
+        # The last 10,000 jobs delivered: a progress update read before one finished must not post again.
+        self._finished: OrderedDict[int, None] = OrderedDict()
         self.components_for: ComponentsFor | None = None
         self._pruned_at = -PRUNE_EVERY_S
 
@@ -173,6 +167,8 @@ class DiscordSink:
 
     async def progress(self, update: ProgressUpdate) -> int | None:
         job = update.job
+        if job.id in self._finished:
+            return None
         track = self._track(job)
         if track.channel_id == 0:  # created by wait_progress_message before the first update
             track.channel_id = job.channel_id
@@ -191,9 +187,11 @@ class DiscordSink:
         return None
 
     def _schedule_flush(self, job: JobRecord, not_before: float | None) -> None:
+        track = self._tracks.get(job.id)
+        kind = EDIT if track is not None and track.message_id else CREATE
         try:
-            future = self.pacer.submit(job.channel_id, lambda: self._flush(job.id),
-                                       key=("progress", job.id), priority=ROUTINE, not_before=not_before)
+            future = self.pacer.submit(job.channel_id, lambda: self._flush(job.id), key=("progress", job.id),
+                                       priority=ROUTINE, not_before=not_before, kind=kind)
         except RuntimeError:  # the pacer is closed: the bot is shutting down
             return
         future.add_done_callback(_log_failure(job.id, "progress"))
@@ -237,7 +235,7 @@ class DiscordSink:
                     await self._store_progress_id(job.id, message.id)
                     track.posted.set()
             except discord.HTTPException as exc:
-                if _is_lost_channel(exc):
+                if is_lost_channel(exc):
                     await self._lost_channel(job, track, exc)
                     return
                 if exc.code == TOO_MANY_OLD_EDITS:
@@ -266,15 +264,17 @@ class DiscordSink:
         job = outcome.job
         track = self._track(job)
         track.finished = True  # queued progress renders for this job are dropped from now on
+        # Finished before its progress message was created: it gets none (the result comes first).
+        self.pacer.discard(job.channel_id, ("progress", job.id), CREATE)
         if job.state == "cancelled":
             # The member asked for it: the progress message says so; no new message pings them.
             self._finish_progress(job, track, None)
-            self._tracks.pop(job.id, None)
+            self._forget(job.id)
             return None
         if outcome.already_posted:
             # Killed after posting it, before recording the notice: never post (and ping) twice.
             self._finish_progress(job, track, None)
-            self._tracks.pop(job.id, None)
+            self._forget(job.id)
             return job.result_message_id
         mentions = discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
                                            users=[discord.Object(id=job.user_id)])
@@ -291,14 +291,14 @@ class DiscordSink:
             message = await self.pacer.run(job.channel_id, lambda: post(self._channel(job), True),
                                            priority=URGENT)
         except discord.HTTPException as exc:
-            refused = not _is_lost_channel(exc) and self._refused_for_good(job, exc)
-            if not _is_lost_channel(exc) and not refused:
+            refused = not is_lost_channel(exc) and self._refused_for_good(job, exc)
+            if not is_lost_channel(exc) and not refused:
                 raise DeliveryFailed(f"Discord answered {exc.status} ({exc.code})") from exc
             log.info("job %s: channel %s does not take the result (%s %s); delivering by DM", job.id,
                      job.channel_id, exc.status, exc.code)
             track.muted = True
             dm_message = await self._deliver_dm(job, post)
-            self._tracks.pop(job.id, None)
+            self._forget(job.id)
             if refused:
                 del self._refusals[job.id]
                 await self.alert(render_job.refused_post_alert(job, REFUSALS_BEFORE_DM, exc.code, bool(dm_message)))
@@ -306,13 +306,19 @@ class DiscordSink:
         except _TRANSPORT_ERRORS as exc:
             raise DeliveryFailed(f"network error talking to Discord ({type(exc).__name__})") from exc
         self._finish_progress(job, track, message)
-        self._tracks.pop(job.id, None)
+        self._forget(job.id)
         return message.id
 
     def _refused_for_good(self, job: JobRecord, exc: discord.HTTPException) -> bool:
         """Counts a 400 on this job's final post: True once it reached REFUSALS_BEFORE_DM."""
         self._refusals[job.id] += exc.status == 400
         return exc.status == 400 and self._refusals[job.id] >= REFUSALS_BEFORE_DM
+
+    def _forget(self, job_id: int) -> None:
+        self._tracks.pop(job_id, None)
+        self._finished[job_id] = None
+        if len(self._finished) > 10_000:
+            self._finished.popitem(last=False)
 
     async def _deliver_dm(self, job: JobRecord, post: Callable[..., Any]) -> discord.Message | None:
         try:
@@ -326,8 +332,8 @@ class DiscordSink:
     def _finish_progress(self, job: JobRecord, track: _Track, final: discord.Message | None) -> None:
         """Edit the progress message to one line pointing at the final message (in the background:
         the engine need not wait for the channel's pace)."""
-        message_id = track.message_id or job.progress_message_id
-        if not message_id or track.muted or track.frozen:
+        # A create on its way (it holds the lock) is waited for: its message gets the line too.
+        if track.muted or track.frozen or not (track.message_id or job.progress_message_id or track.lock.locked()):
             return
         url = render_job.jump_url(job.guild_id, job.channel_id, final.id) if final is not None else None
         line = render_job.finished_line(job, url)
@@ -335,13 +341,16 @@ class DiscordSink:
         async def edit() -> None:
             try:
                 async with track.lock:
+                    message_id = track.message_id or job.progress_message_id
+                    if not message_id:
+                        return
                     await self._channel(job).get_partial_message(message_id).edit(content=line, embed=None,
                                                                                   view=None)
             except discord.HTTPException as exc:
                 log.info("job %s: could not mark the progress message finished (%s %s)", job.id, exc.status,
                          exc.code)
 
-        future = self.pacer.submit(job.channel_id, edit, key=("progress", job.id), priority=URGENT)
+        future = self.pacer.submit(job.channel_id, edit, key=("progress", job.id), priority=URGENT, kind=EDIT)
         future.add_done_callback(_log_failure(job.id, "finished line"))
 
     # ---- operator alerts ---------------------------------------------------------------------------

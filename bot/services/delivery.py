@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from bot.config import Config
-from bot.db.jobs import results_for_job, set_result_message, unnotified_jobs
+from bot.db.jobs import get_job, results_for_job, set_result_message, unnotified_jobs
 from bot.db.money import job_money
 from bot.db.records import JobRecord, ResultRecord
 from bot.download import DownloadError, download_to_file
@@ -39,14 +40,21 @@ class FitPending(Exception):
 
 
 class Deliverer:
+    """Delivers this process's finished jobs: ``dispatch`` hands each one to its channel's worker and
+    returns at once; each channel's worker delivers its jobs one after another in job order, side by
+    side with the other channels', so one busy channel (Discord paces each channel) or one slow
+    download never holds up another channel, nor the loop that called ``dispatch``."""
+
     def __init__(self, cfg: Config, store: JobStore, sink: JobSink, http: httpx.AsyncClient, clock: Clock,
-                 *, media: MediaWorkers | None = None, wake: Callable[[], None] | None = None) -> None:
+                 *, owns: Callable[[JobRecord], bool] | None = None, media: MediaWorkers | None = None,
+                 wake: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.db = store.db
         self.sink = sink
         self.http = http
         self.clock = clock
+        self.owns = owns or (lambda job: True)
         self.media = media or MediaWorkers(cfg.delivery.transcode_concurrency)
         self._wake = wake or (lambda: None)
         self._failures: dict[int, tuple[int, float]] = {}  # job id -> (attempts, next try); memory only
@@ -54,6 +62,11 @@ class Deliverer:
         # (job id, result id) -> the running or finished fit; memory only (a fitted file on disk
         # is found again after a restart).
         self._fits: dict[tuple[int, int], asyncio.Task[FittedVideo | str]] = {}
+        self._waiting: dict[int, deque[int]] = {}          # channel id -> job ids, in job order
+        self._taken: set[int] = set()                       # waiting or being delivered
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+        self.delivered = 0
 
     async def close(self) -> None:
         """Stop the fits still running (their workers are killed; nothing half-written is kept)."""
@@ -63,39 +76,77 @@ class Deliverer:
         self._fits.clear()
         await self.media.close()
 
-    async def tick(self, limit: int = 50) -> int:
-        now = self.clock.now()
-        # Another process's jobs (the terminal's, or the bot's) and ones backing off are skipped
-        # before the limit is applied, so they can never hold up this sink's own.
-        pending = [
-            job
-            for job in await unnotified_jobs(self.db, PENDING_SCAN)
-            if self.sink.handles(job) and now >= self._failures.get(job.id, (0, 0.0))[1]
-        ]
-        # Channels are delivered side by side, each in job order: one busy channel (paced by
-        # Discord's per-channel limit) must not hold up the results of every other channel.
-        by_channel: dict[int, list[JobRecord]] = {}
-        for job in pending[:limit]:
-            by_channel.setdefault(job.channel_id, []).append(job)
-        counts = await asyncio.gather(*(self._deliver_in_order(jobs, now) for jobs in by_channel.values()))
-        return sum(counts)
+    def _mine(self, job: JobRecord) -> bool:
+        return self.sink.handles(job) and self.owns(job)
 
-    async def _deliver_in_order(self, jobs: list[JobRecord], now: float) -> int:
-        delivered = 0
-        for job in jobs:
-            attempts = self._failures.get(job.id, (0, 0.0))[0]
-            try:
-                await self.deliver(job)
-            except FitPending:
-                break  # the rest of this channel waits its turn behind it
-            except Exception:
-                log.exception("job %s: delivery failed (attempt %d); will retry", job.id, attempts + 1)
-                delay = min(RETRY_CAP_S, self.retry_base_s * 2**attempts)
-                self._failures[job.id] = (attempts + 1, now + delay)
+    async def dispatch(self) -> int:
+        """Hand the undelivered jobs this process owns to their channels' workers; returns how many
+        were handed over now. Never waits for a delivery."""
+        if self._stopping:
+            return 0
+        now = self.clock.now()
+        handed = 0
+        # Another process's jobs and ones backing off are skipped before anything else.
+        for job in await unnotified_jobs(self.db, PENDING_SCAN):
+            if job.id in self._taken or not self._mine(job) or now < self._failures.get(job.id, (0, 0.0))[1]:
                 continue
-            self._failures.pop(job.id, None)
-            delivered += 1
-        return delivered
+            self._taken.add(job.id)
+            self._waiting.setdefault(job.channel_id, deque()).append(job.id)
+            handed += 1
+            if job.channel_id not in self._workers:
+                self._workers[job.channel_id] = asyncio.create_task(
+                    self._work(job.channel_id), name=f"deliver-{job.channel_id}")
+        return handed
+
+    async def tick(self) -> int:
+        """dispatch, then wait until every channel's worker is idle; returns how many were delivered."""
+        before = self.delivered
+        self._stopping = False  # an explicit step runs even after drain() (tests settle this way)
+        await self.dispatch()
+        while self._workers:
+            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+        return self.delivered - before
+
+    async def drain(self) -> None:
+        """Stop taking jobs; the deliveries in progress finish (their writes are in flight)."""
+        self._stopping = True
+        while self._workers:
+            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+
+    async def _work(self, channel_id: int) -> None:
+        queue = self._waiting[channel_id]
+        try:
+            while queue and not self._stopping:
+                job_id = queue.popleft()
+                try:
+                    job = await get_job(self.db, job_id)  # fresh: the scan that found it may be old
+                    if job is not None and job.notified_at is None and not await self._attempt(job):
+                        break  # its fit still runs: the rest of this channel waits its turn behind it
+                finally:
+                    self._taken.discard(job_id)
+        except Exception:
+            log.exception("channel %s: delivery worker failed", channel_id)
+        finally:
+            # Empty unless stopping or broken: what is left is found again by the next dispatch.
+            self._workers.pop(channel_id, None)
+            self._waiting.pop(channel_id, None)
+            self._taken.difference_update(queue)
+
+    async def _attempt(self, job: JobRecord) -> bool:
+        """Deliver one job; False while its videos are being fitted (the fit wakes the engine)."""
+        attempts = self._failures.get(job.id, (0, 0.0))[0]
+        try:
+            await self.deliver(job)
+        except FitPending:
+            return False
+        except Exception:
+            log.exception("job %s: delivery failed (attempt %d); will retry", job.id, attempts + 1)
+            delay = min(RETRY_CAP_S, self.retry_base_s * 2**attempts)
+            self._failures[job.id] = (attempts + 1, self.clock.now() + delay)
+            return True
+        self._failures.pop(job.id, None)
+        self.delivered += 1
+        return True
 
     async def _fetch(self, job: JobRecord, url: str, dest: Path) -> int | None:
         if dest.exists():  # downloaded before a restart

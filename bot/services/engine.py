@@ -1,7 +1,9 @@
-"""The engine: creates jobs (reserve -> upload -> queue), submits them through the fair queue,
-drives the poller and delivery, and reports progress. One engine per process; the Discord bot and
-`klingbot generate` are two faces on it. Everything it knows is in SQLite, so a new engine on the
-same database resumes where a killed one stopped."""
+"""The engine: creates jobs (reserve -> upload -> queue) and runs the loops that take them through
+their life (SPEC 3.5): submitting, polling, delivering, progress reporting, and this run's lease,
+each a task of its own on its own cadence, so none waits on another: a paced Discord write, a slow
+upload or a submit that Runware makes us retry never delays a poll round. One engine per process;
+the Discord bot and `klingbot generate` are two faces on it. Everything it knows is in the
+database, so a new engine on the same database resumes where a killed one stopped."""
 
 from __future__ import annotations
 
@@ -10,21 +12,22 @@ import gc
 import logging
 import math
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 
 from bot.config import Config
 from bot.db.connection import Database
-from bot.db.guilds import get_guild_settings
 from bot.db.jobs import get_job, get_job_by_task, make_all_due
-from bot.db.kv import kv_delete, kv_get, kv_set, write_heartbeat
+from bot.db.kv import write_heartbeat
 from bot.db.records import JobRecord
+from bot.db.runs import set_deliver_to
 from bot.errors import NotPermitted, RunwareUnavailable, UserFacingError
 from bot.images import CheckedImage
-from bot.requests import ResolvedRequest, build_task
+from bot.requests import ResolvedRequest
 from bot.runware.client import RunwareClient
-from bot.runware.errors import AuthError, BalanceError, RequestValidationError, RunwareError
+from bot.runware.errors import AuthError, BalanceError, RunwareError
 from bot.runware.models import TaskStatus, new_task_uuid
 from bot.services import queue
 from bot.services.clock import Clock, SystemClock
@@ -32,18 +35,18 @@ from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
 from bot.services.metrics import Metrics
 from bot.services.moderation.permissions import may_manage_job
+from bot.services.ownership import RENEW_EVERY_S, Ownership
 from bot.services.poller import Poller
-from bot.services.quotas import RUNWARE_PAUSE_KEY, RUNWARE_PAUSED_MESSAGE, Member, Quotas
+from bot.services.quotas import RUNWARE_PAUSED_MESSAGE, Member, Quotas
 from bot.services.reporter import ProgressReporter
 from bot.services.sink import JobSink
+from bot.services.submitter import Submitter
+from bot.services.trouble import RunwareTrouble
 from bot.services.webhooks import WebhookReceiver, webhook_settings
 
 log = logging.getLogger(__name__)
 
-PAUSE_PROBE_S = 60.0       # while Runware refuses the key or balance, check the key this often
-ALERT_EVERY_S = 3600.0     # repeat the operator alert at most this often
-SUBMIT_CONCURRENCY = 8
-HEARTBEAT_S = 5.0          # `klingbot health` reads it; written by its own task so a slow tick cannot stall it
+HEARTBEAT_S = 1.0  # a finished poll round writes the heartbeat (`klingbot health`) at most this often
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,15 @@ class Engine:
         clock: Clock | None = None,
         http: httpx.AsyncClient | None = None,
         metrics: Metrics | None = None,
+        kind: str = "discord",
+        deliver_to: str | None = None,
+        heartbeat: bool = True,
+        adopt_while_running: bool = True,
     ) -> None:
+        """``kind`` names this run in the runs table; ``deliver_to`` is where its sink puts results
+        (the terminal's --out), kept with each job it creates. ``heartbeat``: this process is the one
+        `klingbot health` watches (the bot; a terminal run is not). ``adopt_while_running``: take
+        over orphaned jobs all along, not only at start (a terminal run reports those it took at start)."""
         hooks = webhook_settings(cfg)  # first: UserFacingError when the secret is missing
         self.cfg = cfg
         self.db = db
@@ -73,96 +84,158 @@ class Engine:
         tz = cfg.progress.tz
         self.quotas = Quotas(db, cfg.limits, tz, self.clock)
         self.store = JobStore(db, self.quotas, self.clock, tz, metrics=metrics)
+        self.ownership = Ownership(db, self.clock, self.store.run_id, kind=kind, deliver_to=deliver_to)
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.runware.request_timeout_s), follow_redirects=False
         )
-        self.poller = Poller(cfg, self.store, client, self.clock, self._runware_refused)
-        self.deliverer = Deliverer(cfg, self.store, sink, self.http, self.clock, wake=self.wake)
-        self.reporter = ProgressReporter(cfg, db, sink, self.clock)
-        self.webhooks = WebhookReceiver(hooks, self.apply_webhook) if hooks else None
+        self.trouble = RunwareTrouble(self.clock, sink.alert)
         self._webhook_url = hooks.signed_url() if hooks else None  # a SecretStr: it carries the token
-        self._wake = asyncio.Event()
-        # taskUUIDs of jobs whose frames this process is still uploading: the submit loop must wait
-        # for them, not take them for jobs whose creator died before the upload (and abandon them).
-        self._uploading: set[str] = set()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-        self._heartbeat_task: asyncio.Task[None] | None = None
-        self._trouble: str | None = None           # shown on progress messages while Runware misbehaves
-        self._last_probe = 0.0
-        self._alerted_at = -ALERT_EVERY_S
+        self.submitter = Submitter(cfg, db, self.store, client, self.clock, self.trouble, sink.alert,
+                                   self.webhook_url_for)
+        self.poller = Poller(cfg, self.store, client, self.clock, self.submitter.runware_refused,
+                             self.trouble.job_finished)
+        self.deliverer = Deliverer(cfg, self.store, sink, self.http, self.clock, owns=self.ownership.owns,
+                                   wake=lambda: self._wake_deliver.set())
+        self.reporter = ProgressReporter(cfg, db, sink, self.clock, owns=self.ownership.owns)
+        self.webhooks = WebhookReceiver(hooks, self.apply_webhook) if hooks else None
+        self.deliver_to = deliver_to
+        self.writes_heartbeat = heartbeat
+        self.adopt_while_running = adopt_while_running
+        self.adopted: list[int] = []  # jobs of gone processes taken over at start
         self.tick_interval_s = beat_step(cfg.runware.poll_interval_s)
+        self.poll_rounds = 0
+        self._heartbeat_at = -math.inf
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake_submit = asyncio.Event()
+        self._wake_poll = asyncio.Event()
+        self._wake_deliver = asyncio.Event()
+        self._wake_report = asyncio.Event()
+        self._wake_lease = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         _freeze_startup_heap()
+        await self.ownership.start()
+        self.adopted = await self.ownership.adopt(self._shows)
         if self.webhooks is not None:
             await self.webhooks.start()
         await make_all_due(self.db, self.clock.now())
-        await self._write_heartbeat()
-        self._task = asyncio.create_task(self._run(), name="klingbot-engine")
-        self._heartbeat_task = asyncio.create_task(self._beat(), name="klingbot-heartbeat")
+        if self.writes_heartbeat:
+            await self._write_heartbeat()
+        step = self.tick_interval_s
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(), name="klingbot-poll"),
+            asyncio.create_task(self._loop("submit", step, self._wake_submit, self.submitter.submit_due),
+                                name="klingbot-submit"),
+            asyncio.create_task(self._loop("deliver", step, self._wake_deliver, self.deliverer.dispatch),
+                                name="klingbot-deliver"),
+            asyncio.create_task(self._loop("report", step, self._wake_report, self._report), name="klingbot-report"),
+            asyncio.create_task(self._loop("lease", RENEW_EVERY_S, self._wake_lease, self._lease),
+                                name="klingbot-lease"),
+        ]
 
     async def stop(self) -> None:
+        """The one shutdown path (SIGTERM ends here): every loop finishes what it is doing and
+        stops, the submits and deliveries in flight finish, and the lease is given up so the next
+        process takes this one's unfinished jobs over at once."""
         self._stopping = True
         if self.webhooks is not None:
             await self.webhooks.stop()
-        self._wake.set()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
-            self._heartbeat_task = None
-        if self._task is not None:
-            await self._task
-            self._task = None
+        for wake in (self._wake_submit, self._wake_poll, self._wake_deliver, self._wake_report, self._wake_lease):
+            wake.set()
+        tasks, self._tasks = self._tasks, []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.submitter.drain()
+        await self.deliverer.drain()
         await self.deliverer.close()
+        if tasks:
+            try:
+                await self.ownership.end()
+            except Exception:
+                log.exception("could not end this run's lease; its jobs are taken over when it lapses")
         if self._own_http:
             await self.http.aclose()
 
     def wake(self) -> None:
-        self._wake.set()
+        """Something changed that the loops should see now (a new job, a cancel)."""
+        for wake in (self._wake_submit, self._wake_deliver, self._wake_report):
+            wake.set()
 
-    async def _run(self) -> None:
-        # Ticks keep a fixed beat whose step divides the poll interval, and polls are scheduled from
+    async def _loop(self, name: str, step_s: float, wake: asyncio.Event, body: Callable[[], Awaitable[object]]
+                    ) -> None:
+        while not self._stopping:
+            wake.clear()  # before the body: a wake while it runs means one more round at once
+            try:
+                await body()
+            except Exception:
+                log.exception("the %s loop failed; continuing", name)
+            if not self._stopping:
+                await _wait(wake, step_s)
+
+    async def _poll_loop(self) -> None:
+        # Rounds keep a fixed beat whose step divides the poll interval, and polls are scheduled from
         # the beat: a job polled on the beat comes due on the beat again, so its polls are exactly one
-        # interval apart (a tick that ran late does not push every later poll back) and jobs due
-        # together share batches. A wake (a new job) ticks at once, on the last beat.
+        # interval apart (a round that ran late does not push every later poll back) and jobs due
+        # together share batches.
         step = self.tick_interval_s
         origin = self.clock.now()
         while not self._stopping:
             beat = origin + math.floor((self.clock.now() - origin) / step) * step
+            self._wake_poll.clear()
             try:
-                await self.tick(beat)
+                await self._poll_round(beat)
             except Exception:
-                log.exception("engine tick failed; continuing")
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, beat + step - self.clock.now()))
-            except TimeoutError:
-                pass
-            self._wake.clear()
+                log.exception("poll round failed; continuing")
+            if not self._stopping:
+                await _wait(self._wake_poll, max(0.0, beat + step - self.clock.now()))
 
-    async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            try:
-                await self._write_heartbeat()
-            except Exception:
-                log.exception("could not write the heartbeat")
+    async def _poll_round(self, beat: float | None = None) -> None:
+        report = await self.poller.tick(now=beat)
+        note = self.trouble.note
+        failed = report.failed_request
+        if failed is not None and not isinstance(failed, (AuthError, BalanceError)):
+            await self.trouble.request_failed(f"getResponse: {failed.code}")
+        elif report.polled:
+            self.trouble.request_answered()
+        if self.trouble.note != note:
+            self._wake_report.set()
+        if report.finished:
+            self._wake_deliver.set()
+            self._wake_submit.set()  # slots freed
+        self.poll_rounds += 1
+        if self.writes_heartbeat and self.clock.now() - self._heartbeat_at >= HEARTBEAT_S:
+            await self._write_heartbeat()
 
     async def _write_heartbeat(self) -> None:
-        await write_heartbeat(self.db, self.clock.now(), os.getpid())
+        # Written by a finished poll round (and at start), never by a timer: a stuck poll loop shows.
+        try:
+            await write_heartbeat(self.db, self.clock.now(), os.getpid())
+            self._heartbeat_at = self.clock.now()
+        except Exception:
+            log.exception("could not write the heartbeat")
+
+    async def _report(self) -> None:
+        await self.reporter.report(self.trouble.note, self.submitter.uploading)
+
+    async def _lease(self) -> None:
+        await self.ownership.renew()
+        if self.adopt_while_running and await self.ownership.adopt(self._shows):
+            self._wake_deliver.set()
+            self._wake_report.set()
+
+    def _shows(self, job: JobRecord) -> bool:
+        return self.sink.handles(job)
 
     async def tick(self, beat: float | None = None) -> None:
-        await self._submit_queued()
-        report = await self.poller.tick(now=beat)
-        if report.failed_request is not None and not isinstance(report.failed_request, (AuthError, BalanceError)):
-            self._trouble = "Runware is not answering, retrying"
-        elif report.polled:
-            self._trouble = None
+        """One round of every loop, in order, each awaited to the end (tests step the engine this
+        way instead of starting the loops)."""
+        await self.submitter.submit_due(wait=True)
+        await self._poll_round(beat)
         await self.deliverer.tick()
-        await self.reporter.report(self._trouble, self._uploading)
+        await self._report()
 
     # ---- creating jobs -----------------------------------------------------------------------
 
@@ -180,7 +253,7 @@ class Engine:
     ) -> JobRecord:
         """Reserve (one transaction that checks every limit), upload the frames, queue the job."""
         task_uuid = new_task_uuid()
-        self._uploading.add(task_uuid)  # before the row exists: no tick may see it without frames
+        self.submitter.uploading.add(task_uuid)  # before the row exists: no tick may see it without frames
         try:
             job = await self.store.create(
                 member,
@@ -195,6 +268,8 @@ class Engine:
                 parent_job_id=parent_job_id,
                 blocklist_text="\n".join(filter(None, [request.prompt, request.negative_prompt])),
             )
+            if self.deliver_to:  # before anything is sent: a run taking the job over delivers it there
+                await set_deliver_to(self.db, job.id, self.deliver_to)
             uuids = dict(image_uuids or {})
             try:
                 for name, image in (("first", first), ("last", last)):
@@ -204,13 +279,13 @@ class Engine:
                 # The command's own reply tells the member (raised below); no public notice as well.
                 await self.store.abandon(job.id, f"The image upload failed: {exc.user_message}", told=True)
                 if isinstance(exc, (AuthError, BalanceError)):
-                    await self._runware_refused(exc)
+                    await self.submitter.runware_refused(exc)
                     raise RunwareUnavailable(RUNWARE_PAUSED_MESSAGE) from None
                 raise UserFacingError(f"The image upload to Runware failed: {exc.user_message}") from None
             if uuids:
                 await self.store.set_image_uuids(job.id, uuids)
         finally:
-            self._uploading.discard(task_uuid)
+            self.submitter.uploading.discard(task_uuid)
         self.wake()
         refreshed = await get_job(self.db, job.id)
         assert refreshed is not None
@@ -259,97 +334,8 @@ class Engine:
 
     # ---- submitting ----------------------------------------------------------------------------
 
-    async def _runware_refused(self, exc: RunwareError) -> None:
-        """401/402 from Runware: pause every submission bot-wide and alert the operator (at most
-        once an hour: a probe that fails again must not flood the ops channel)."""
-        await kv_set(self.db, RUNWARE_PAUSE_KEY, f"{type(exc).__name__}: {exc.code}")
-        now = self.clock.now()
-        self._last_probe = now
-        if now - self._alerted_at < ALERT_EVERY_S:
-            return
-        self._alerted_at = now
-        log.error("Runware refused the request (%s); generation paused", exc.code)
-        what = "the API key was rejected" if isinstance(exc, AuthError) else "the account balance is exhausted"
-        try:
-            await self.sink.alert(f"Runware refused requests ({what}, code {exc.code}). Generation is paused; "
-                                  "queued jobs wait and resume by themselves once Runware accepts work again.")
-        except Exception:
-            log.exception("could not alert the operator")
-
     async def probe_runware(self) -> bool:
-        """While generation is paused by a 401/402: one cheap authenticated call. True (and the
-        pause lifted) when Runware accepts the key again; a balance still empty shows up as a
-        402 on the next submit, which pauses again."""
-        if await kv_get(self.db, RUNWARE_PAUSE_KEY) is None:
-            return True
-        self._last_probe = self.clock.now()
-        try:
-            await self.client.check_key()
-        except RunwareError as exc:
-            log.info("Runware still refuses (%s); generation stays paused", exc.code)
-            return False
-        await kv_delete(self.db, RUNWARE_PAUSE_KEY)
-        log.info("Runware accepts the key again; generation resumed")
-        return True
-
-    async def _submit_queued(self) -> None:
-        if await kv_get(self.db, RUNWARE_PAUSE_KEY) is not None:
-            if self.clock.now() - self._last_probe < PAUSE_PROBE_S or not await self.probe_runware():
-                return
-        jobs = await queue.next_to_submit(self.db, self.cfg.limits.max_in_flight)
-        if not jobs:
-            return
-        semaphore = asyncio.Semaphore(SUBMIT_CONCURRENCY)
-
-        async def one(job: JobRecord) -> None:
-            async with semaphore:
-                await self._submit(job)
-
-        await asyncio.gather(*(one(job) for job in jobs))
-
-    async def _submit(self, job: JobRecord) -> None:
-        request = ResolvedRequest.model_validate(job.params)
-        if _frames_missing(request, job):
-            if job.task_uuid in self._uploading or queue.creator_may_be_uploading(job, self.clock.now()):
-                await self.store.unclaim(job.id)  # still uploading (here, or in its creator's process)
-                return
-            job = await get_job(self.db, job.id) or job  # the upload may have finished since the claim
-            if _frames_missing(request, job):
-                # Killed between the reserve and the upload: the frames only lived in memory.
-                await self.store.abandon(job.id, "The bot restarted before your images were uploaded; "
-                                                 "please try again.")
-                return
-        uuids = job.image_uuids or {}
-        task = build_task(
-            request,
-            task_uuid=job.task_uuid,
-            runware=self.cfg.runware,
-            first_image=uuids.get("first"),
-            last_image=uuids.get("last"),
-            safety_mode=(await get_guild_settings(self.db, job.guild_id)).safety_mode,
-            webhook_url=self.webhook_url_for(job),
-        )
-        if not await self.store.begin_submit(job.id):
-            return  # cancelled or finished while waiting for its turn
-        try:
-            await self.client.submit(task)
-        except RequestValidationError as exc:
-            await self.store.abandon(job.id, exc.user_message)
-            return
-        except (AuthError, BalanceError) as exc:
-            await self.store.unclaim(job.id)
-            await self._runware_refused(exc)
-            return
-        except RunwareError as exc:
-            if not exc.retryable:
-                # 403, a content check on the prompt...: Runware would refuse it again (SPEC 3.5).
-                await self.store.abandon(job.id, exc.user_message)
-                return
-            log.warning("job %s: submit failed (%s); stays queued", job.id, exc.code)
-            await self.store.unclaim(job.id)
-            self._trouble = "Runware is not answering, retrying"
-            return
-        await self.store.mark_submitted(job.id, self.clock.now() + self.cfg.runware.first_poll_after_s)
+        return await self.submitter.probe_runware()
 
     def webhook_url_for(self, job: JobRecord) -> str | None:
         """``{webhook_public_url}?token=<secret>`` when webhooks are on. Never log it."""
@@ -361,8 +347,9 @@ class Engine:
         job = await get_job_by_task(self.db, status.task_uuid)
         if job is None:
             return False
-        await self.poller.apply_pushed(job, status, self.clock.now())
-        self.wake()
+        if await self.poller.apply_pushed(job, status, self.clock.now()):
+            self._wake_deliver.set()
+            self._wake_submit.set()
         return True
 
 
@@ -384,7 +371,9 @@ def _freeze_startup_heap() -> None:
         gc.freeze()
 
 
-def _frames_missing(request: ResolvedRequest, job: JobRecord) -> bool:
-    uuids = job.image_uuids or {}
-    return ((request.has_first_frame and "first" not in uuids)
-            or (request.has_last_frame and "last" not in uuids))
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout=timeout)
+    except TimeoutError:
+        pass

@@ -38,6 +38,7 @@ class Poller:
         client: RunwareClient,
         clock: Clock,
         on_runware_refused: Callable[[RunwareError], Awaitable[None]],
+        on_job_finished: Callable[[str, str | None], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -45,6 +46,7 @@ class Poller:
         self.client = client
         self.clock = clock
         self.on_runware_refused = on_runware_refused
+        self.on_job_finished = on_job_finished  # (final state, error): once per job Runware finished
         self.seen_ready: dict[str, float] = {}  # task_uuid -> when the poller first saw it finished (bench)
         self.pushed_errors: set[str] = set()  # task uuids with an error item from a webhook
 
@@ -103,7 +105,9 @@ class Poller:
                 await mark_processing(self.db, job.id)
             at_runware = job.state in AT_RUNWARE_STATES
             if at_runware and now - (job.submitted_at or job.created_at) > self.cfg.runware.job_deadline_s:
-                await self.store.time_out(job.id, "Runware did not finish this video in time.")
+                error = "Runware did not finish this video in time."
+                if await self.store.time_out(job.id, error):
+                    await self._finished("timed_out", error)
             elif not at_runware and (
                 now - (job.finished_at or job.created_at) > self.cfg.runware.late_result_window_s
             ):
@@ -149,11 +153,15 @@ class Poller:
             cost = job.estimate_micro  # includeCost was ignored: settle what we reserved, never less
         failures = [error_for(None, e).user_message for e in real_errors]
         state = "succeeded" if results else "failed"
-        await self.store.finish(
-            job.id,
-            state=state,
-            error="\n".join(failures) or None,
-            cost_micro=cost,
-            failed_variations=len(real_errors),
-        )
+        error = "\n".join(failures) or None
+        if await self.store.finish(job.id, state=state, error=error, cost_micro=cost,
+                                     failed_variations=len(real_errors)):
+            await self._finished(state, error)
         return True
+
+    async def _finished(self, state: str, error: str | None) -> None:
+        if self.on_job_finished is not None:
+            try:
+                await self.on_job_finished(state, error)
+            except Exception:
+                log.exception("the job-finished hook failed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
+from collections.abc import Callable
 
 from bot.config import Config
 from bot.db.connection import Database
@@ -34,12 +35,15 @@ async def median_duration(db: Database, model_key: str, duration_s: int) -> floa
 
 
 class ProgressReporter:
-    def __init__(self, cfg: Config, db: Database, sink: JobSink, clock: Clock) -> None:
+    def __init__(self, cfg: Config, db: Database, sink: JobSink, clock: Clock,
+                 owns: Callable[[JobRecord], bool] | None = None) -> None:
         self.cfg = cfg
+        self.owns = owns or (lambda job: True)
         self.db = db
         self.sink = sink
         self.clock = clock
-        self._last_report: dict[int, tuple[str, float]] = {}  # job id -> (phase, when); memory only
+        # job id -> (phase, note, when) of the last update handed over; memory only
+        self._last_report: dict[int, tuple[str, str | None, float]] = {}
         self._medians: dict[tuple[str, int], float | None] = {}
         self._medians_at = -STATS_REFRESH_S
 
@@ -68,9 +72,10 @@ class ProgressReporter:
         live = {job_id for job_id, _ in states}
         for stale in [jid for jid in self._last_report if jid not in live]:
             del self._last_report[stale]
+        # A new note (Runware stopped answering, or answers again) is shown at once, not an interval later.
         wanted = [job_id for job_id, phase in states
                   if (last := self._last_report.get(job_id)) is None or last[0] != phase
-                  or now - last[1] >= interval]
+                  or last[1] != note or now - last[2] >= interval]
         if not wanted:
             return
         jobs = await get_jobs(self.db, wanted)
@@ -81,8 +86,8 @@ class ProgressReporter:
             phase = phase_of(job.state)
             if phase is None or job.task_uuid in uploading:
                 continue  # finished since the scan, or not created yet as far as the member knows
-            self._last_report[job.id] = (phase, now)
-            if not self.sink.handles(job):
+            self._last_report[job.id] = (phase, note, now)
+            if not self.sink.handles(job) or not self.owns(job):
                 continue  # another process's job: its own sink shows it
             started = job.submitted_at if phase != "queued" and job.submitted_at else job.created_at
             update = ProgressUpdate(

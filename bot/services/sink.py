@@ -111,5 +111,6 @@ class JobSink(Protocol):
         ...
 
     async def alert(self, text: str) -> None:
-        """Tell the operator something needs them (Runware refused the key or the balance)."""
+        """Tell the operator something needs them: Runware refused the key or the balance, has not
+        answered for minutes, or failed several jobs in a row."""
         ...

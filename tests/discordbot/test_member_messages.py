@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.discordbot.pacer import EDIT
 from bot.services.sink import ProgressUpdate
 from tests.fakes.world import eventually, started_world
 
@@ -42,7 +43,7 @@ async def test_an_update_queued_during_an_edit_waits_out_the_minimum_interval(tm
 
         def settled() -> bool:
             edits = len(w.fake.message(progress.id).edits) - edits_before
-            later = [i for i in sink.pacer._queues.get(channel, [])
+            later = [i for i in sink.pacer.waiting(channel, EDIT)
                      if i.key == ("progress", job_id) and i.not_before > sink._clock() + interval / 2]
             return edits >= 2 or (edits == 1 and bool(later))
 

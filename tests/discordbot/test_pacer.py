@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.discordbot.pacer import ROUTINE, URGENT, ChannelPacer, SlidingWindow
+from bot.discordbot.pacer import CREATE, EDIT, ROUTINE, URGENT, ChannelPacer, SlidingWindow
 
 
 class FakeTime:
@@ -199,3 +199,41 @@ async def test_close_cancels_waiting_work():
     await running
     with pytest.raises(RuntimeError):
         pacer.submit(1, slow)
+
+
+async def test_creates_and_edits_are_paced_apart_and_neither_waits_for_the_other():
+    pacer, t = make(limit=1, window_s=5.0)
+    starts: list[tuple[str, float]] = []
+
+    def work(name: str):
+        async def go() -> None:
+            starts.append((name, t.now))
+        return go
+
+    futures = [pacer.submit(1, work("create-1"), kind=CREATE), pacer.submit(1, work("edit-1"), kind=EDIT),
+               pacer.submit(1, work("create-2"), kind=CREATE), pacer.submit(1, work("edit-2"), kind=EDIT)]
+    await gather(t, *futures)
+    when = dict(starts)
+    assert when["create-1"] == when["edit-1"] == 1000.0  # one of each at once: two windows
+    assert when["create-2"] == when["edit-2"] == 1005.0
+    with pytest.raises(ValueError):
+        pacer.submit(1, work("x"), kind="delete")
+
+
+async def test_a_waiting_item_can_be_discarded_and_its_slot_is_not_spent():
+    pacer, t = make(limit=1, window_s=5.0)
+    ran: list[str] = []
+
+    def work(name: str):
+        async def go() -> None:
+            ran.append(name)
+        return go
+
+    first = pacer.submit(1, work("result-1"), priority=URGENT)
+    dropped = pacer.submit(1, work("progress"), key=("progress", 7))
+    result = pacer.submit(1, work("result-2"), priority=URGENT)
+    assert pacer.discard(1, ("progress", 7), CREATE)
+    assert not pacer.discard(1, ("progress", 7), CREATE) and not pacer.discard(1, ("progress", 8), EDIT)
+    await gather(t, first, result)
+    assert dropped.cancelled() and ran == ["result-1", "result-2"]
+    assert t.now == 1005.0  # the discarded item took no window slot

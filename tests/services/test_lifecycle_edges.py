@@ -125,7 +125,7 @@ async def test_a_cancel_while_waiting_for_a_submit_slot_is_never_sent(engine_wor
     [claimed] = await queue.next_to_submit(engine.db, 1)
     cancel = await engine.cancel(job.id, TERMINAL, is_moderator=False)
     assert cancel.job.state == "cancelled" and "nothing was charged" in cancel.message
-    await engine._submit(claimed)  # its turn comes
+    await engine.submitter._submit(claimed)  # its turn comes
     assert manual_sim.stats.submits == 0
     assert (await get_job(engine.db, job.id)).state == "cancelled"
     assert await kinds(engine, job.id) == {"reserve": 1, "release": 1}
