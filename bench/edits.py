@@ -76,7 +76,7 @@ async def run(tmp: Path, *, quick: bool = False, jobs: int | None = None, speed:
         # Generation ends after 60 s / speed at most; then every write waits for the channel's pace.
         timeout = 60.0 / speed + 10.0 / speed + n * 3 * PACE_WINDOW_S / PACE_LIMIT + 60.0
         await world.wait_result(n, timeout=timeout)
-        jobs_ = await _settled_jobs(world, n, timeout=60.0)
+        jobs_ = await all_notified(world, n, timeout=60.0)
         # The progress messages' last edit (a finished line) goes out after the final message.
         await world.fake.wait_for(lambda: _all_progress_finished(world, jobs_), timeout=60.0)
         elapsed = time.time() - started
@@ -105,7 +105,8 @@ async def run(tmp: Path, *, quick: bool = False, jobs: int | None = None, speed:
     return result
 
 
-async def _settled_jobs(world: BotWorld, n: int, timeout: float) -> list[JobRecord]:
+async def all_notified(world: BotWorld, n: int, timeout: float) -> list[JobRecord]:
+    """The world's jobs once all ``n`` have their final message (also used by ``latency``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from bench.common import UNLIMITED, BenchSimulator, ScenarioResult, percentile
+from bench.edits import all_notified
 from bot.db.jobs import results_for_job
-from bot.db.records import JobRecord
 from bot.discordbot.app import PACE_LIMIT, PACE_WINDOW_S
 from bot.services.engine import beat_step
 from tests.fakes.world import SIM_KEY as HARNESS_KEY
@@ -111,7 +111,7 @@ async def _measure(tmp: Path, n: int, n_channels: int, speed: float, webhooks: b
             return sum(len(world.result_messages(cid)) for cid in channel_ids)
 
         await world.wait(lambda: posted() >= n, timeout=timeout)
-        jobs_ = await _notified(world, n, timeout=60.0)
+        jobs_ = await all_notified(world, n, timeout=60.0)
         late, to_post = [], []
         assert world.bot is not None and world.bot.engine is not None
         for job in jobs_:
@@ -132,13 +132,3 @@ async def _measure(tmp: Path, n: int, n_channels: int, speed: float, webhooks: b
         }
 
 
-async def _notified(world: BotWorld, n: int, timeout: float) -> list[JobRecord]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        jobs_ = await world.jobs()
-        if len(jobs_) >= n and all(j.notified_at is not None for j in jobs_):
-            return jobs_
-        if loop.time() > deadline:
-            raise TimeoutError(f"{sum(j.notified_at is not None for j in jobs_)}/{n} jobs notified")
-        await asyncio.sleep(0.2)
