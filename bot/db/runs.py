@@ -1,9 +1,13 @@
-"""Runs and job ownership (migration 006): the one lease primitive of the project.
+"""Runs and job ownership (migration 006).
 
 Each engine registers a run and renews its lease while it lives; a job is owned by one run (its
 ``owner``, else its creator) and only that run shows and delivers it. A job whose owner's lease has
 lapsed, or whose owner ended, is taken over by another run with ``take_over`` (a compare-and-set:
-two runs racing for the same job cannot both get it)."""
+two runs racing for the same job cannot both get it).
+
+Polling is not owned: any run polls any job at Runware, and one poll is claimed by moving the job's
+``next_poll_at`` past the poll (``jobs.claim_due_for_poll``), so a run that dies mid-poll leaves it due
+again for the others. Ownership says who talks to the member; that claim says who asks Runware."""
 
 from __future__ import annotations
 

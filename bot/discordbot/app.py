@@ -75,12 +75,14 @@ class KlingBot(commands.Bot):
         intents.guilds = True  # the only intent needed; nothing privileged
         # This process's counters (SPEC 2.4), served on [metrics] listen when set.
         metrics = Metrics(cfg.models)
+        # Made before the client: discord.py's session reports Discord's rate-limit headers to it.
+        self.pacer = ChannelPacer(limit=pace[0], window_s=pace[1])
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
-            http_trace=discord_trace(metrics),
+            http_trace=discord_trace(metrics, self.pacer.observe_response),
             **options,
         )
         self.metrics = metrics
@@ -89,7 +91,6 @@ class KlingBot(commands.Bot):
         self.runware_api_key = runware_api_key
         self.commands_only = commands_only  # `klingbot sync`: commands only, no database or engine
         self.clock = clock
-        self.pace = pace
         self.db: Database | None = None
         self.web: httpx.AsyncClient | None = None  # attachments and result downloads
         self.runware: RunwareClient | None = None
@@ -146,7 +147,7 @@ class KlingBot(commands.Bot):
             poll_batch_size=cfg.runware.poll_batch_size,
             on_request=self.metrics.runware_request,
         )
-        self.sink = DiscordSink(self, pacer=ChannelPacer(limit=self.pace[0], window_s=self.pace[1]))
+        self.sink = DiscordSink(self, pacer=self.pacer)
         self.engine = Engine(cfg=cfg, db=self.db, client=self.runware, sink=self.sink, clock=self.clock,
                              http=self.web, metrics=self.metrics)
         if cfg.metrics.listen:

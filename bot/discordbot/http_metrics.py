@@ -1,11 +1,13 @@
 """Counts every Discord REST response (retried 429s included) for the metrics, through aiohttp's
 trace hooks on discord.py's own session (``http_trace``): REST, interaction callbacks, followups
 and ``@original`` edits all go through it. Labels are a fixed set of request kinds, never a path:
-webhook and interaction URLs carry tokens."""
+webhook and interaction URLs carry tokens. Each answer's headers also go to ``on_response`` (the
+pacer reads Discord's rate-limit headers there)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 
 import aiohttp
@@ -47,7 +49,10 @@ def request_kind(method: str, url: str | URL) -> str:
     return "other"
 
 
-def discord_trace(metrics: Metrics) -> aiohttp.TraceConfig:
+ResponseObserver = Callable[[str, str, Mapping[str, str]], None]  # (method, URL path, headers)
+
+
+def discord_trace(metrics: Metrics, on_response: ResponseObserver | None = None) -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
 
     async def on_end(session: aiohttp.ClientSession, ctx: SimpleNamespace,
@@ -55,6 +60,8 @@ def discord_trace(metrics: Metrics) -> aiohttp.TraceConfig:
         status = params.response.status
         kind = "gateway" if status == 101 else request_kind(params.method, params.url)
         metrics.discord_request(kind, str(status))
+        if on_response is not None:
+            on_response(params.method, URL(str(params.url)).path, params.response.headers)
 
     async def on_exception(session: aiohttp.ClientSession, ctx: SimpleNamespace,
                            params: aiohttp.TraceRequestExceptionParams) -> None:

@@ -2,8 +2,12 @@
 
 Discord allows about 5 message creates and 5 edits per 5 s per channel, counted apart, and
 discord.py's own limiter still lets bursts land in a fresh rate-limit window, so the bot spaces its
-own writes: each channel has two lanes, creates and edits, each with at most ``limit`` starts in any
-``window_s``, one write at a time, and neither waits for the other. Work is keyed: a newer
+own writes: each channel has two lanes, creates and edits, one write at a time each, and neither
+waits for the other. A lane paces by Discord's own account of its bucket once it has one (the
+X-RateLimit-Remaining and -Reset-After headers of the lane's last answer, handed in through
+``observe_response``): Discord counts fixed windows, so a lane may spend what the window has left and
+start again the moment it resets, and writes of other processes on the same token are counted too.
+Until a lane has heard from Discord it keeps at most ``limit`` starts in any ``window_s``. Work is keyed: a newer
 submission with the key of one still waiting replaces it (only the newest render of a message is
 ever sent), and urgent work (a result, a failure notice) goes before routine work (progress). No
 discord import: the work items are plain coroutines.
@@ -14,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +33,20 @@ CREATE = "create"
 EDIT = "edit"
 
 Lane = tuple[int, str]  # (channel id, CREATE | EDIT)
+RESET_MARGIN_S = 0.05  # start a little after Discord's window resets, not at the edge
+
+# A channel message create or edit, after the API version prefix of the path.
+_WRITE_PATHS = ((re.compile(r"(?:/api/v\d+)?/channels/(\d+)/messages"), "POST", CREATE),
+                (re.compile(r"(?:/api/v\d+)?/channels/(\d+)/messages/\d+"), "PATCH", EDIT))
+
+
+def lane_of(method: str, path: str) -> Lane | None:
+    """The lane a REST request writes to, or None when it is not a channel message create or edit."""
+    for pattern, lane_method, kind in _WRITE_PATHS:
+        match = pattern.fullmatch(path)
+        if match and method.upper() == lane_method:
+            return int(match.group(1)), kind
+    return None
 
 
 class SlidingWindow:
@@ -58,6 +77,45 @@ class SlidingWindow:
     @property
     def idle(self) -> bool:
         return not self._starts
+
+
+class BucketWindow:
+    """Discord's account of one bucket: how many writes its current window has left and when it
+    resets (local monotonic time). Pure: time is passed in."""
+
+    def __init__(self, fallback_window_s: float) -> None:
+        self.remaining = 0
+        self.reset_at = float("-inf")  # no window open at Discord that we know of
+        self.fallback_window_s = fallback_window_s
+        self.limit = 1
+
+    def observe(self, now: float, *, limit: int, remaining: int, reset_after_s: float) -> None:
+        self.limit = max(limit, 1)
+        self.remaining = max(remaining, 0)
+        self.reset_at = now + max(reset_after_s, 0.0) + RESET_MARGIN_S
+
+    def delay(self, now: float) -> float:
+        if now >= self.reset_at or self.remaining > 0:
+            return 0.0
+        return self.reset_at - now
+
+    def record(self, now: float) -> None:
+        """A write starts: it spends one of the window's slots; past a reset it opens a new window
+        (the answer's headers replace this guess)."""
+        if now >= self.reset_at:
+            self.remaining, self.reset_at = self.limit, now + self.fallback_window_s
+        self.remaining = max(self.remaining - 1, 0)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.reset_at
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    value = headers.get(name)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -91,6 +149,7 @@ class ChannelPacer:
         self._seq = itertools.count()
         self._queues: dict[Lane, list[_Item]] = {}
         self._windows: dict[Lane, SlidingWindow] = {}
+        self._buckets: dict[Lane, BucketWindow] = {}  # lanes Discord has told us about
         self._workers: dict[Lane, asyncio.Task[None]] = {}
         self._wake: dict[Lane, asyncio.Event] = {}
         self._closed = False
@@ -159,6 +218,27 @@ class ChannelPacer:
         """submit() and wait for the result (exceptions of the work are raised here)."""
         return await self.submit(channel_id, work, **kwargs)
 
+    def observe_response(self, method: str, path: str, headers: Mapping[str, str]) -> None:
+        """Take Discord's rate-limit headers of one REST answer (any write on the token, paced here
+        or not); answers without them, or to other routes, change nothing."""
+        lane = lane_of(method, path)
+        if lane is None:
+            return
+        remaining = _header_number(headers, "X-RateLimit-Remaining")
+        reset_after = _header_number(headers, "X-RateLimit-Reset-After")
+        if remaining is None or reset_after is None:
+            return
+        limit = _header_number(headers, "X-RateLimit-Limit") or remaining + 1
+        bucket = self._buckets.setdefault(lane, BucketWindow(self.window_s))
+        bucket.observe(self._clock(), limit=int(limit), remaining=int(remaining), reset_after_s=reset_after)
+        self._poke(lane)
+
+    def _window(self, lane: Lane) -> SlidingWindow | BucketWindow:
+        bucket = self._buckets.get(lane)
+        if bucket is not None:
+            return bucket
+        return self._windows.setdefault(lane, SlidingWindow(self.limit, self.window_s))
+
     def _poke(self, lane: Lane) -> None:
         event = self._wake.get(lane)
         if event is not None:
@@ -170,7 +250,7 @@ class ChannelPacer:
         queue = self._queues.get(lane) or []
         if not queue:
             return None, 0.0
-        window = self._windows.setdefault(lane, SlidingWindow(self.limit, self.window_s))
+        window = self._window(lane)
         ready = [item for item in queue if item.not_before <= now]
         if not ready:
             return None, min(item.not_before for item in queue) - now
@@ -192,7 +272,7 @@ class ChannelPacer:
                 self._queues[lane].remove(item)
                 if item.future.cancelled():
                     continue
-                self._windows[lane].record(now)
+                self._window(lane).record(now)
                 self.started += 1
                 try:
                     result = await item.work()
@@ -210,6 +290,9 @@ class ChannelPacer:
                 window = self._windows.get(lane)
                 if window is not None and window.idle:
                     self._windows.pop(lane, None)
+                bucket = self._buckets.get(lane)
+                if bucket is not None and bucket.expired(self._clock()):
+                    self._buckets.pop(lane, None)  # a fresh window at Discord: nothing to remember
 
     async def _wait(self, seconds: float, wake: asyncio.Event) -> None:
         """Sleep ``seconds`` (through the injected sleep) unless new work arrives first."""

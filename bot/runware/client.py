@@ -44,6 +44,7 @@ Tasks = list[dict[str, Any]]
 # A multi-task poll answered with one of these, naming none of its tasks, is a rejection of batching.
 _BATCH_REJECTED = frozenset({400, 413})
 _MAX_MESSAGE = 500
+POLL_CONCURRENCY = 4  # getResponse requests of one round in flight at once
 # What a key check may be refused with; anything else said about the probe task means the key works.
 _KEY_REFUSED = (AuthError, BalanceError, ForbiddenError)
 
@@ -137,25 +138,39 @@ class RunwareClient:
         raise RunwareError("missingImageUUID", "imageUpload answer carried no image id", status=reply.status)
 
     async def poll_many(self, task_uuids: Sequence[str]) -> dict[str, TaskStatus]:
-        """getResponse for many tasks, ``poll_batch_size`` per HTTP request. Every requested uuid
-        gets a TaskStatus (empty when Runware said nothing about it)."""
+        """getResponse for many tasks, ``poll_batch_size`` per HTTP request, up to
+        ``POLL_CONCURRENCY`` requests at once: every batch of a round leaves at about the same time,
+        so a task's polls stay one interval apart wherever its batch falls in the round. Every
+        requested uuid gets a TaskStatus (empty when Runware said nothing about it). The first
+        error is raised once every batch has been answered."""
         statuses = {uuid: TaskStatus(task_uuid=uuid) for uuid in task_uuids}
         pending = list(statuses)
-        start = 0
-        while start < len(pending):
-            size = self.poll_batch_size if self.batching_enabled else 1
-            batch = pending[start : start + size]
-            reply = await self._exchange(
-                lambda batch=batch: [GetResponseTask(task_uuid=u).to_wire() for u in batch], what="poll"
-            )
-            if reply.status >= 400 and not self._poll_errors_are_per_task(reply, batch):
-                if len(batch) > 1 and reply.status in _BATCH_REJECTED:
-                    self._disable_batching(reply)
-                    continue  # redo this batch, one task per request
-                raise self._error(reply.status, reply.errors[0] if reply.errors else None)
-            _absorb(reply, batch, statuses, self._scrubbed)
-            start += len(batch)
+        size = self.poll_batch_size if self.batching_enabled else 1
+        gate = asyncio.Semaphore(POLL_CONCURRENCY)
+
+        async def one(batch: list[str]) -> None:
+            async with gate:
+                await self._poll_batch(batch, statuses)
+
+        outcomes = await asyncio.gather(*(one(pending[i:i + size]) for i in range(0, len(pending), size)),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return statuses
+
+    async def _poll_batch(self, batch: list[str], statuses: dict[str, TaskStatus]) -> None:
+        reply = await self._exchange(
+            lambda: [GetResponseTask(task_uuid=u).to_wire() for u in batch], what="poll"
+        )
+        if reply.status >= 400 and not self._poll_errors_are_per_task(reply, batch):
+            if len(batch) > 1 and reply.status in _BATCH_REJECTED:
+                self._disable_batching(reply)
+                for uuid in batch:  # redo this batch, one task per request
+                    await self._poll_batch([uuid], statuses)
+                return
+            raise self._error(reply.status, reply.errors[0] if reply.errors else None)
+        _absorb(reply, batch, statuses, self._scrubbed)
 
     async def check_key(self) -> None:
         """One cheap authenticated call (a getResponse for a random uuid); raises when the key or

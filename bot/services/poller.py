@@ -59,7 +59,9 @@ class Poller:
         if not due:
             return report
         try:
-            statuses = await self.client.poll_many([job.task_uuid for job in due])
+            # In id order, a task's place among the round's batches only moves forward as older
+            # tasks finish, so its polls stay one interval apart.
+            statuses = await self.client.poll_many([job.task_uuid for job in sorted(due, key=lambda j: j.id)])
         except (AuthError, BalanceError) as exc:
             await self.on_runware_refused(exc)
             report.failed_request = exc

@@ -134,6 +134,14 @@ class Simulator(TaskLogic):
     # ---- the API ---------------------------------------------------------------------------------
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            return await self._answer_api(request)
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _answer_api(self, request: web.Request) -> web.StreamResponse:
         self.stats.http_requests += 1
         raw = await request.read()
         try:
@@ -141,6 +149,8 @@ class Simulator(TaskLogic):
         except ValueError:
             tasks = None
         self._count(tasks)
+        if self.faults.hold is not None:
+            await self.faults.hold.wait()
         if self.faults.latency_s > 0:
             await asyncio.sleep(self.faults.latency_s)
         fault = self._pick_fault()

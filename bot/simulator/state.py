@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ class Faults:
     balance_micro: int | None = None  # account balance; None = unlimited
     malformed_next: int = 0  # answer the next N requests with 200 and a non-JSON body
     video_body: bytes | None = None  # served at every videoURL instead of the made video (a damaged file...)
+    hold: asyncio.Event | None = None  # API requests wait for it to be set before they are answered
 
     def reset(self) -> None:
         for name, value in Faults().__dict__.items():
@@ -52,6 +54,8 @@ class SimTask:
 @dataclass
 class Stats:
     http_requests: int = 0
+    in_flight: int = 0  # API requests being answered now
+    max_in_flight: int = 0
     poll_requests: int = 0  # HTTP requests carrying >= 1 getResponse task
     get_response_tasks: int = 0
     submits: int = 0  # accepted videoInference tasks

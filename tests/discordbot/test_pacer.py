@@ -6,7 +6,17 @@ import asyncio
 
 import pytest
 
-from bot.discordbot.pacer import CREATE, EDIT, ROUTINE, URGENT, ChannelPacer, SlidingWindow
+from bot.discordbot.pacer import (
+    CREATE,
+    EDIT,
+    RESET_MARGIN_S,
+    ROUTINE,
+    URGENT,
+    BucketWindow,
+    ChannelPacer,
+    SlidingWindow,
+    lane_of,
+)
 
 
 class FakeTime:
@@ -237,3 +247,82 @@ async def test_a_waiting_item_can_be_discarded_and_its_slot_is_not_spent():
     await gather(t, first, result)
     assert dropped.cancelled() and ran == ["result-1", "result-2"]
     assert t.now == 1005.0  # the discarded item took no window slot
+
+
+def test_lane_of_knows_channel_message_creates_and_edits_only():
+    assert lane_of("POST", "/api/v10/channels/42/messages") == (42, CREATE)
+    assert lane_of("patch", "/api/v10/channels/42/messages/7") == (42, EDIT)
+    assert lane_of("DELETE", "/api/v10/channels/42/messages/7") is None
+    assert lane_of("GET", "/api/v10/channels/42/messages/7") is None
+    assert lane_of("POST", "/api/v10/webhooks/1/token") is None
+    assert lane_of("POST", "/api/v10/interactions/1/token/callback") is None
+
+
+def _headers(remaining: int, reset_after: float, limit: int = 5) -> dict[str, str]:
+    return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}", "X-RateLimit-Bucket": "abc"}
+
+
+async def test_a_lane_spends_what_discords_window_has_left_and_starts_again_at_its_reset():
+    """Discord counts fixed windows: with its headers the lane sends its 5 and, the moment the window
+    resets, 5 more, where a sliding window of 5.5 s would hold the 6th to 10th back."""
+    pacer, t = make(limit=5, window_s=5.5)
+    opened: list[float] = []
+    starts: list[float] = []
+
+    def work(n: int):
+        async def go() -> None:
+            starts.append(t.now)
+            if not opened or t.now >= opened[-1] + 5.0:
+                opened.append(t.now)  # Discord opens a window at the first write after a reset
+            used = sum(1 for s in starts if s >= opened[-1])
+            pacer.observe_response("POST", "/api/v10/channels/1/messages",
+                                   _headers(5 - used, opened[-1] + 5.0 - t.now))
+            t.now += 0.1  # each write takes a while
+        return go
+
+    await gather(t, *(pacer.submit(1, work(n)) for n in range(10)))
+    assert starts[:5] == pytest.approx([1000.0, 1000.1, 1000.2, 1000.3, 1000.4])
+    # The 6th waits for the reset Discord announced (+ a small margin), not for 1000.0 + 5.5.
+    assert starts[5] == pytest.approx(1005.0 + RESET_MARGIN_S)
+    assert starts[9] - starts[5] == pytest.approx(0.4)
+
+
+async def test_a_lane_holds_writes_when_discord_says_none_are_left_even_from_another_process():
+    pacer, t = make(limit=5, window_s=5.5)
+    # Another process on the same token spent this window: an answer seen says so.
+    pacer.observe_response("POST", "/api/v10/channels/1/messages", _headers(0, 3.0))
+    pacer.observe_response("POST", "/api/v10/channels/2/messages/9", _headers(0, 3.0))  # ignored: not a create
+    starts: list[tuple[int, float]] = []
+
+    def work(ch: int):
+        async def go() -> None:
+            starts.append((ch, t.now))
+        return go
+
+    await gather(t, pacer.submit(1, work(1)), pacer.submit(2, work(2)), pacer.submit(1, work(1), kind=EDIT))
+    assert sorted(starts) == [(1, 1000.0), (1, pytest.approx(1003.0 + RESET_MARGIN_S)), (2, 1000.0)]
+
+
+def test_a_bucket_window_without_fresh_headers_assumes_a_new_window_and_counts_down():
+    bucket = BucketWindow(fallback_window_s=5.5)
+    assert bucket.delay(0.0) == 0.0 and bucket.expired(0.0)
+    bucket.observe(0.0, limit=2, remaining=0, reset_after_s=1.0)
+    assert bucket.delay(0.5) == pytest.approx(0.5 + RESET_MARGIN_S)
+    # Past the reset, writes whose answers carry no headers spend a guessed window of the limit.
+    bucket.record(2.0)
+    assert bucket.delay(2.0) == 0.0
+    bucket.record(2.1)
+    assert bucket.delay(2.2) == pytest.approx(5.3)
+
+
+async def test_answers_without_rate_limit_headers_leave_the_sliding_window_in_charge():
+    pacer, t = make(limit=2, window_s=5.0)
+    starts: list[float] = []
+
+    async def work() -> None:
+        starts.append(t.now)
+        pacer.observe_response("POST", "/api/v10/channels/1/messages", {"Content-Type": "application/json"})
+
+    await gather(t, *(pacer.submit(1, work) for _ in range(3)))
+    assert starts == [1000.0, 1000.0, 1005.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
@@ -17,7 +18,7 @@ from aiohttp import web
 from PIL import Image
 from pydantic import SecretStr
 
-from bot.runware.client import RunwareClient
+from bot.runware.client import POLL_CONCURRENCY, RunwareClient
 from bot.runware.errors import (
     AuthError,
     BalanceError,
@@ -298,6 +299,36 @@ async def test_one_http_request_per_batch(sim, sleeps, count, batch):
         status = statuses[task.task_uuid]
         assert [r.task_uuid for r in status.results] == [task.task_uuid]
         assert status.errors == []
+
+
+async def test_a_rounds_batches_are_in_flight_together_up_to_the_cap(sim, sleeps):
+    """Sequential batches would put the last batch of a round several round trips after the first,
+    stretching the gap between a task's polls past one interval when its batch moves back."""
+    c = make_client(sim, sleeps, poll_batch_size=2)
+    try:
+        tasks = [video_task(f"scene {i}") for i in range(2 * POLL_CONCURRENCY + 1)]
+        for task in tasks:
+            await c.submit(task)
+        sim.faults.hold = asyncio.Event()
+        before = sim.stats.poll_requests
+        polling = asyncio.create_task(c.poll_many([t.task_uuid for t in tasks]))
+        await eventually(lambda: sim.stats.in_flight == POLL_CONCURRENCY)
+        assert sim.stats.poll_requests - before == POLL_CONCURRENCY  # the fifth waits for a free slot
+        sim.faults.hold.set()
+        statuses = await polling
+    finally:
+        await c.aclose()
+    assert sim.stats.poll_requests - before == POLL_CONCURRENCY + 1
+    assert sim.stats.max_in_flight == POLL_CONCURRENCY
+    assert set(statuses) == {t.task_uuid for t in tasks}
+
+
+async def eventually(predicate: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met"
+        await asyncio.sleep(0.005)
 
 
 async def test_every_requested_task_gets_a_status(sim, client):
