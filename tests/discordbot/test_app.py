@@ -98,7 +98,9 @@ async def test_queue_position_is_shown_while_queued(tmp_path: Path) -> None:
 async def test_many_writes_in_one_channel_never_hit_the_rate_limit(tmp_path: Path) -> None:
     async with BotWorld(tmp_path) as w:
         w.fake.channel_rate_limit = (2, 0.5)  # a scaled-down "5 creates and 5 edits per 5 s"
-        await w.start_bot(pace=(2, 0.6))
+        # The bot's own guess allows one write per 30 s: only Discord's X-RateLimit headers, read
+        # from discord.py's session, let it go faster, so this finishes only if they reach the pacer.
+        await w.start_bot(pace=(1, 30.0))
         for n in range(4):
             await w.video({"prompt": f"video number {n}"})
         await w.wait_submitted(4)
@@ -110,15 +112,11 @@ async def test_many_writes_in_one_channel_never_hit_the_rate_limit(tmp_path: Pat
         assert w.fake.count_429 == 0
         titles = sorted(r.embeds[0]["title"].split(" ·")[0] for r in results)
         assert titles == [f"Job #{n}" for n in range(1, 5)]
-        # The bot paced itself: no three creates, nor three edits, in the channel within its 0.6 s
-        # window (discord.py alone lets writes of a fresh window follow the last ones of the old at once).
-        channel_path = f"/channels/{w.seed.channel_id}/messages"
-        for method in ("POST", "PATCH"):
-            writes = [c.at for c in w.fake.calls if c.path.startswith(channel_path) and c.method == method]
-            # 4 results at least; edits only for the jobs that still had a progress message to edit.
-            assert len(writes) >= (4 if method == "POST" else 0)
-            gaps = [later - earlier for earlier, later in zip(writes, writes[2:], strict=False)]
-            assert min(gaps, default=1.0) >= 0.55, (method, writes)
+        # 0 429s above: the bot never sent more than Discord's window had left (discord.py alone lets
+        # writes of a fresh window follow the last ones of the old at once, and then meets a 429).
+        creates = [c for c in w.fake.calls if c.path == f"/channels/{w.seed.channel_id}/messages"
+                   and c.method == "POST"]
+        assert len(creates) >= 4  # the 4 results, and the progress messages made before them
 
 
 async def test_lost_permission_tells_the_member_by_dm(world: BotWorld) -> None:
