@@ -18,7 +18,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 import httpx
@@ -48,6 +48,12 @@ ENGINE_STOP_TIMEOUT_S = 30.0
 # Discord allows 5 message writes per 5 s per channel; the extra half second absorbs latency jitter.
 PACE_LIMIT, PACE_WINDOW_S = 5, 5.5
 RESTARTING = "The bot is restarting; please try again in a minute."
+
+
+class ButtonHandler(Protocol):
+    """A cog that handles presses of the job messages' persistent components (``klingbot:ACTION:JOB``)."""
+
+    async def handle(self, action: str, interaction: discord.Interaction, job_id: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,9 @@ class KlingBot(commands.Bot):
         self.synced: list[str] | None = None  # names registered by the last sync, when one happened
         self._closing = False
         self.setup_done = asyncio.Event()  # set when setup_hook has finished (the engine runs)
+        # action -> the cog handling its presses: each cog adds its actions in cog_load, drops them in
+        # cog_unload, so a press while its cog is not loaded gets RESTARTING (button_handler).
+        self.button_handlers: dict[str, ButtonHandler] = {}
 
     def running(self) -> Running:
         """The live services; a UserFacingError (shown to the member) while the bot starts, stops, or
@@ -108,6 +117,14 @@ class KlingBot(commands.Bot):
                 or self.web is None):
             raise UserFacingError(RESTARTING)
         return Running(self.db, self.engine, self.sink, self.web)
+
+    def button_handler(self, action: str) -> ButtonHandler:
+        """The cog handling ``action``; a UserFacingError while none is loaded (starting, stopping, or
+        its extension being reloaded)."""
+        handler = self.button_handlers.get(action)
+        if handler is None:
+            raise UserFacingError(RESTARTING)
+        return handler
 
     # ---- start -----------------------------------------------------------------------------------
 

@@ -68,10 +68,6 @@ def _ledger(c: Conn, job: JobRecord, kind: str, amount: int, reason: str | None,
     )
 
 
-def _cancelled(notes: list[JobFinished], job: JobRecord, now: float) -> None:
-    notes.append(JobFinished(job.model_key, "cancelled", job.submitted_at, now, None))
-
-
 class JobStore:
     def __init__(
         self,
@@ -185,6 +181,11 @@ class JobStore:
 
     # ---- transitions ---------------------------------------------------------------------------
 
+    async def next_to_submit(self, max_in_flight: int) -> list[JobRecord]:
+        """Claim the jobs to submit now, in fair order (SPEC 3.6), in one transaction that first
+        finishes the cancels whose taker never came back (counted like any other cancel)."""
+        return await self._noted_tx(queue.take, max_in_flight, self.run_id, self.clock.now())
+
     async def set_image_uuids(self, job_id: int, image_uuids: dict[str, str]) -> None:
         await self.db.run(set_image_uuids, job_id, image_uuids)
         failpoints.hit("after_upload")
@@ -203,8 +204,7 @@ class JobStore:
         if job is None or job.state != "queued":
             return False
         if job.cancel_requested:
-            if queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now):
-                _cancelled(notes, job, now)
+            queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now, notes)
             return False
         return mark_sending(c, job_id, now)
 
@@ -228,8 +228,7 @@ class JobStore:
         if job is None or job.state != "queued":
             return job
         if job.cancel_requested:
-            if queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now):
-                _cancelled(notes, job, now)
+            queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now, notes)
         else:
             unclaim_job(c, job_id)
         return get_job(c, job_id)
@@ -372,11 +371,9 @@ class JobStore:
             return job
         sending_here = job.claimed_by == self.run_id and (job.claimed_at or 0) >= now - queue.CLAIM_TTL_S
         if job.state == "queued" and not job.may_be_at_runware:
-            if queue.cancel_queued(c, job, actor, now):
-                _cancelled(notes, job, now)
+            queue.cancel_queued(c, job, actor, now, notes)
         elif job.state == "queued" and not sending_here:
-            if queue.cancel_sent(c, job, actor, now):
-                _cancelled(notes, job, now)
+            queue.cancel_sent(c, job, actor, now, notes)
         else:
             set_cancel_requested(c, job_id, actor)
         return get_job(c, job_id)

@@ -2,7 +2,8 @@
 round-robin by member, the member whose last submission is oldest first, so one heavy user cannot
 starve the rest. The queue is the jobs table itself, so it survives restarts.
 
-Taking a job claims it for this process (``claimed_by = RUN_ID``) so the next tick does not take it
+Jobs are taken through ``JobStore.next_to_submit`` (one transaction over ``take``). Taking a job
+claims it for this process (``claimed_by = RUN_ID``) so the next tick does not take it
 again while its submit is in flight. A submit that fails for now should give the job back with
 ``JobStore.unclaim``; a claim older than ``CLAIM_TTL_S`` (forgotten, or left by a dead process) is
 taken again anyway. Submitting twice is harmless: the job keeps its taskUUID, and Runware's
@@ -12,13 +13,15 @@ Once its submit has been sent (``submit_sent_at``, written before the request) a
 Runware even though 'submitted' was never written: cancelled then, it is not free but
 ``cancel_sent``: final, its reserve open, polled like any job cancelled at Runware until the cost
 comes or the late window closes.
+
+Every cancel here notes the job in the transaction's ``notes`` (the JobStore hands them to the
+metrics once it commits), so a cancelled job is counted once, whichever path cancelled it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 
 from bot.db import Conn, Database
@@ -26,6 +29,7 @@ from bot.db.jobs import claim_jobs, finish_job, get_jobs, set_cancelled_by, set_
 from bot.db.money import insert_ledger
 from bot.db.queue import count_in_flight, lock_queue, next_in_queue, queue_order, stale_cancelled_claims
 from bot.db.records import JobRecord
+from bot.services.metrics import JobFinished
 
 HOST = socket.gethostname()
 RUN_ID = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"  # this process
@@ -52,24 +56,14 @@ def creator_may_be_uploading(job: JobRecord, now: float, *, run_id: str = RUN_ID
     return True
 
 
-async def next_to_submit(
-    db: Database,
-    max_in_flight: int,
-    *,
-    run_id: str = RUN_ID,
-    now: float | None = None,
-    claim_ttl_s: float = CLAIM_TTL_S,
-) -> list[JobRecord]:
-    """Claim and return the jobs to submit now, in fair order (possibly none)."""
-    now = time.time() if now is None else now
-    return await db.run_tx(_take, max_in_flight, run_id, now, now - claim_ttl_s)
-
-
-def _take(c: Conn, max_in_flight: int, run_id: str, now: float, stale: float) -> list[JobRecord]:
+def take(c: Conn, max_in_flight: int, run_id: str, now: float, notes: list[JobFinished]) -> list[JobRecord]:
+    """Claim and return the jobs to submit now, in fair order (possibly none): the transaction of
+    ``JobStore.next_to_submit``, which counts the cancels it ``notes``."""
+    stale = now - CLAIM_TTL_S
     lock_queue(c)
     # A cancel that came while a job was claimed, whose taker never came back: finish it here.
     for job in get_jobs(c, stale_cancelled_claims(c, stale)):
-        cancel_waiting(c, job, job.cancelled_by or "system", now)
+        cancel_waiting(c, job, job.cancelled_by or "system", now, notes)
     slots = max_in_flight - count_in_flight(c, run_id, stale)
     if slots <= 0:
         return []
@@ -81,14 +75,19 @@ def _take(c: Conn, max_in_flight: int, run_id: str, now: float, stale: float) ->
     return [jobs[i] for i in ids]
 
 
-def cancel_waiting(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
+def cancel_waiting(c: Conn, job: JobRecord, actor: str, now: float, notes: list[JobFinished]) -> bool:
     """Cancel a queued job that nobody is submitting: free if it was never sent, else cancel_sent."""
     if job.may_be_at_runware:
-        return cancel_sent(c, job, actor, now)
-    return cancel_queued(c, job, actor, now)
+        return cancel_sent(c, job, actor, now, notes)
+    return cancel_queued(c, job, actor, now, notes)
 
 
-def cancel_sent(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
+def _note_cancelled(notes: list[JobFinished], job: JobRecord, now: float) -> None:
+    """In the same place as the write: no path can cancel a job without it being counted."""
+    notes.append(JobFinished(job.model_key, "cancelled", job.submitted_at, now, None))
+
+
+def cancel_sent(c: Conn, job: JobRecord, actor: str, now: float, notes: list[JobFinished]) -> bool:
     """A queued job whose submit went out unconfirmed (its answer lost, its sender killed): cancelled,
     the reserve left open. The poller asks Runware about its taskUUID: a cost settles, and the late
     window's end releases the reserve when Runware never had it."""
@@ -96,10 +95,11 @@ def cancel_sent(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
         return False
     set_cancelled_by(c, job.id, actor)
     set_next_poll(c, job.id, now)
+    _note_cancelled(notes, job, now)
     return True
 
 
-def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
+def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float, notes: list[JobFinished]) -> bool:
     """A job that never reached Runware: cancelled, and its reserve released (free)."""
     if not finish_job(c, job.id, "cancelled", f"Cancelled by {actor}", 0, now):
         return False
@@ -109,6 +109,7 @@ def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float) -> bool:
         amount_micro=job.estimate_micro, day=job.day, month=job.month, actor="system",
         reason="cancelled before submit", at=now,
     )
+    _note_cancelled(notes, job, now)
     return True
 
 

@@ -61,7 +61,7 @@ class Submitter:
         if await kv_get(self.db, RUNWARE_PAUSE_KEY) is not None:
             if self.clock.now() - self._last_probe < PAUSE_PROBE_S or not await self.probe_runware():
                 return 0
-        jobs = await queue.next_to_submit(self.db, self.cfg.limits.max_in_flight)
+        jobs = await self.store.next_to_submit(self.cfg.limits.max_in_flight)
         started = [asyncio.create_task(self._one(job), name=f"submit-{job.id}") for job in jobs]
         for task in started:
             self._in_flight.add(task)

@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from bot.discordbot.app import RESTARTING
 from bot.discordbot.cogs.buttons import JobButton, components_for
+from bot.discordbot.cogs.next_steps import COG_NAME as NEXT_STEPS
+from bot.discordbot.cogs.next_steps import NextStepsCog
 from tests.fakes.discord_state import EVERYONE_PERMISSIONS, MANAGE_GUILD
 from tests.fakes.records import job_record as view_job
 from tests.fakes.world import BotWorld, callback, image_bytes, started_world
@@ -165,6 +168,28 @@ async def test_buttons_work_after_a_restart(world: BotWorld) -> None:
     reroll = await w.fake.click_button(result, "klingbot:reroll:1")
     assert "as job #2" in await w.answer(reroll, "Re-rolling")
     await w.wait_submitted(2)
+
+
+async def test_a_press_whose_cog_is_not_loaded_says_the_bot_is_restarting(world: BotWorld) -> None:
+    """Extend and Remix belong to the NextSteps cog: while it is not loaded (its extension reloading,
+    the bot restarting) a press is told so, and nothing happens."""
+    w = world
+    result = await finished_job(w)
+    await w.wait_notified(1)
+    await w.bot.remove_cog(NEXT_STEPS)
+    posted, submits = len(w.channel_messages()), w.sim.stats.submits
+    for action in ("extend", "remix"):
+        clicked = await w.fake.click_button(result, f"klingbot:{action}:1")
+        assert await w.answer(clicked) == RESTARTING
+        assert_ephemeral(w, clicked)
+    assert (len(w.channel_messages()), w.sim.stats.submits) == (posted, submits)
+    assert [j.id for j in await w.jobs()] == [1]
+    # The buttons cog's own actions are unaffected; Remix works again once its cog is back.
+    details = await w.fake.click_button(result, "klingbot:details:1")
+    assert "embeds" in (await w.wait(lambda: callback(w, details))).data
+    await w.bot.add_cog(NextStepsCog(w.bot))
+    remix = await w.fake.click_button(result, "klingbot:remix:1")
+    await w.wait(lambda: any(r.type == 9 for r in w.fake.interaction_responses(remix)))  # its modal
 
 
 # ---- Delete ---------------------------------------------------------------------------------------

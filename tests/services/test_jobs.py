@@ -42,7 +42,6 @@ from bot.db.kv import read_heartbeat, write_heartbeat
 from bot.db.money import job_money, ledger_for_job
 from bot.errors import InvalidInput, NotPermitted
 from bot.runware.models import VideoResult
-from bot.services import queue
 from bot.services.clock import FixedClock
 from bot.services.jobs import JobStore
 from bot.services.quotas import Member, Quotas, blocked_term
@@ -73,7 +72,7 @@ class Env:
         )
 
     async def submit(self, job_id: int) -> None:
-        await queue.next_to_submit(self.db, 1000, now=self.clock.now())
+        await self.store.next_to_submit(1000)
         assert await self.store.mark_submitted(job_id, self.clock.now() + 10)
 
     async def kinds(self, job_id: int) -> Counter:
@@ -190,7 +189,7 @@ async def test_cancel_after_submit_polls_quietly_settles_and_never_delivers(env)
 
 async def test_cancel_of_a_claimed_job_not_yet_sent_is_free_and_it_is_never_sent(env):
     job = await env.create()
-    [claimed] = await queue.next_to_submit(env.db, 10, now=START)
+    [claimed] = await env.store.next_to_submit(10)
     assert claimed.id == job.id
     assert (await env.store.request_cancel(job.id, "user:100")).state == "cancelled"
     assert await env.kinds(job.id) == {"reserve": 1, "release": 1}
@@ -199,7 +198,7 @@ async def test_cancel_of_a_claimed_job_not_yet_sent_is_free_and_it_is_never_sent
 
 async def test_cancel_while_the_submit_is_out_waits_for_its_outcome(env):
     job = await env.create()
-    await queue.next_to_submit(env.db, 10, now=START)
+    await env.store.next_to_submit(10)
     assert await env.store.begin_submit(job.id)  # written before the request goes out
     assert (await env.store.request_cancel(job.id, "user:100")).cancel_requested
     assert await env.kinds(job.id) == {"reserve": 1}
@@ -213,8 +212,8 @@ async def test_cancel_from_another_process_of_a_sent_job_is_polled_not_released(
     """Killed between Runware's acknowledgement and mark_submitted, then cancelled by another
     process while the dead one's claim is fresh: Runware has it, so its cost must still settle."""
     job = await env.create()
-    await queue.next_to_submit(env.db, 10, now=START, run_id="dead-process")
     dead = JobStore(env.db, env.quotas, env.clock, UTC_ZONE, run_id="dead-process")
+    await dead.next_to_submit(10)
     assert await dead.begin_submit(job.id)
     cancelled = await env.store.request_cancel(job.id, "user:100")
     assert (cancelled.state, cancelled.cancelled_by) == ("cancelled", "user:100")
@@ -294,7 +293,7 @@ async def test_resume_queries_after_restart(tmp_path):
     done = await env.create()
     for job in (submitted, processing, cancelling, undelivered, unnotified, timed_out, done):
         await env.submit(job.id)
-    await queue.next_to_submit(env.db, 1000, now=START)  # claims `queued`, then the process dies
+    await env.store.next_to_submit(1000)  # claims `queued`, then the process dies
     await mark_processing(env.db, processing.id)
     await set_next_poll(env.db, processing.id, START + 100)
     await env.store.request_cancel(cancelling.id, "user:100")
@@ -316,7 +315,8 @@ async def test_resume_queries_after_restart(tmp_path):
     env = Env(db, FixedClock(START + 20))
     ids = lambda jobs: [j.id for j in jobs]  # noqa: E731
     assert ids(await queued_jobs(env.db, 10_000)) == [queued.id]
-    assert ids(await queue.next_to_submit(db, 1000, run_id="new-run", now=START + 20)) == [queued.id]
+    new_run = JobStore(db, env.quotas, env.clock, UTC_ZONE, run_id="new-run")
+    assert ids(await new_run.next_to_submit(1000)) == [queued.id]
     assert ids(await at_runware_jobs(env.db, 10_000)) == [submitted.id, processing.id, cancelling.id, timed_out.id]
     now = env.clock.now()
     assert ids(await due_for_poll(env.db, now, 500)) == [submitted.id, cancelling.id, timed_out.id]

@@ -118,11 +118,9 @@ async def test_a_submit_refused_for_good_fails_the_job_instead_of_retrying_forev
 async def test_a_cancel_while_waiting_for_a_submit_slot_is_never_sent(engine_world, manual_sim):
     """Taken from the queue (claimed), then cancelled before its submit went out (submits wait for
     one another when Runware is slow): it must not reach Runware, and it costs nothing."""
-    from bot.services import queue
-
     engine, clock, sink = engine_world
     job = await create(engine)
-    [claimed] = await queue.next_to_submit(engine.db, 1)
+    [claimed] = await engine.store.next_to_submit(1)
     cancel = await engine.cancel(job.id, TERMINAL, is_moderator=False)
     assert cancel.job.state == "cancelled" and "nothing was charged" in cancel.message
     await engine.submitter._submit(claimed)  # its turn comes

@@ -5,20 +5,29 @@ against what the ledger, the results table, the simulator and the fake Discord r
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.db.jobs import results_for_job
+from bot.config import LimitsConfig
+from bot.db import open_database
+from bot.db.jobs import get_job, results_for_job
 from bot.db.records import FINAL_STATES
 from bot.discordbot.http_metrics import request_kind
+from bot.services.clock import FixedClock
+from bot.services.jobs import JobStore
 from bot.services.metrics import RUNWARE_OUTCOMES, RUNWARE_TASKS, Metrics
+from bot.services.queue import CLAIM_TTL_S
+from bot.services.quotas import Member, Quotas
 from tests.fakes.discord import API_PREFIX
 from tests.fakes.world import BotWorld, eventually, started_world
 
 MODEL = "kling-2.5-turbo-pro"
+UTC_ZONE = ZoneInfo("UTC")
 # Two jobs at Runware at once, so the third waits in the queue (and is cancelled there).
 CONFIG = {"metrics": {"listen": "127.0.0.1:0"}, "limits": {"max_in_flight": 2}}
 
@@ -181,6 +190,41 @@ async def test_a_job_timed_out_counts_as_timed_out(tmp_path: Path) -> None:
                                                      state="timed_out") == 1)
         assert got.value("klingbot_job_seconds_count", model=MODEL) == 1
         assert got.value("klingbot_spend_usd_total", model=MODEL) == 0  # no cost reported yet
+
+
+async def test_a_cancel_finished_by_the_stale_claim_sweep_counts_once(store: str) -> None:
+    """A cancel that came while the job's submit was out, whose taker never came back: the next take
+    from the queue finishes it, and it counts as cancelled, once, whatever arrives after."""
+    db = await open_database(store)
+    try:
+        clock, metrics = FixedClock(datetime(2024, 3, 10, 12, tzinfo=UTC).timestamp()), Metrics([MODEL])
+        zone = UTC_ZONE
+        limits = LimitsConfig(daily_videos=None, max_concurrent=None, monthly_usd=None, guild_monthly_usd=None,
+                              global_daily_usd=None)
+        jobs = JobStore(db, Quotas(db, limits, zone, clock), clock, zone, metrics=metrics)
+
+        def finished() -> dict[tuple[str, ...], float]:
+            return Scrape(metrics.render().decode()).by_label("klingbot_jobs_finished_total", "model", "state")
+
+        job = await jobs.create(Member(1, 2), channel_id=1, model_key=MODEL, params={}, task_uuid="stale-claim",
+                                duration_s=5, variations=1, estimate_micro=350_000)
+        assert [j.id for j in await jobs.next_to_submit(1)] == [job.id]
+        assert await jobs.begin_submit(job.id)  # its submit goes out...
+        assert (await jobs.request_cancel(job.id, "user:2")).cancel_requested  # ...and a cancel waits for it
+        assert finished() == {}
+        clock.advance(CLAIM_TTL_S + 1)  # its taker never came back
+        assert await jobs.next_to_submit(1) == []
+        assert (await get_job(db, job.id)).state == "cancelled"
+        assert finished() == {(MODEL, "cancelled"): 1}
+        # What comes after counts no second time: the taker back late, another take, Runware's cost.
+        await jobs.unclaim(job.id)
+        assert not await jobs.begin_submit(job.id)
+        await jobs.next_to_submit(1)
+        assert await jobs.finish(job.id, "succeeded", None, 350_000)
+        assert finished() == {(MODEL, "cancelled"): 1}
+        assert Scrape(metrics.render().decode()).value("klingbot_spend_usd_total", model=MODEL) == 0.35
+    finally:
+        await db.close()
 
 
 def test_each_metrics_has_its_own_registry() -> None:

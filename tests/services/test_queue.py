@@ -51,7 +51,7 @@ async def test_heavy_user_does_not_starve_light_users(env):
     ticks = []
     while True:
         clock.advance(5)
-        picked = await queue.next_to_submit(db, 2, now=clock.now())
+        picked = await store.next_to_submit(2)
         if not picked:
             break
         ticks.append([job.id for job in picked])
@@ -66,20 +66,21 @@ async def test_heavy_user_does_not_starve_light_users(env):
 async def test_max_in_flight_and_claims(env):
     db, store, clock = env
     jobs = [await make(store, Member(1, n)) for n in range(3)]
-    first = await queue.next_to_submit(db, 2, now=START)
+    first = await store.next_to_submit(2)
     assert [j.id for j in first] == jobs[:2]
     assert all(j.claimed_by == queue.RUN_ID for j in first)
-    assert await queue.next_to_submit(db, 2, now=START) == []  # claimed ones count as in flight
+    assert await store.next_to_submit(2) == []  # claimed ones count as in flight
     await store.mark_submitted(jobs[0], START)
-    assert await queue.next_to_submit(db, 2, now=START) == []  # still 2 in flight
+    assert await store.next_to_submit(2) == []  # still 2 in flight
     await store.unclaim(jobs[1])  # its submit failed for now: back in the queue, behind a newcomer
-    assert [j.id for j in await queue.next_to_submit(db, 2, now=START)] == [jobs[2]]
-    assert [j.id for j in await queue.next_to_submit(db, 3, now=START)] == [jobs[1]]
+    assert [j.id for j in await store.next_to_submit(2)] == [jobs[2]]
+    assert [j.id for j in await store.next_to_submit(3)] == [jobs[1]]
     # Claims forgotten by their taker go stale and are taken again.
-    stale = START + queue.CLAIM_TTL_S + 1
-    assert [j.id for j in await queue.next_to_submit(db, 3, now=stale)] == [jobs[1], jobs[2]]
+    clock.advance(queue.CLAIM_TTL_S + 1)
+    assert [j.id for j in await store.next_to_submit(3)] == [jobs[1], jobs[2]]
     # Another process's claims (a dead run) do not block a new one.
-    assert [j.id for j in await queue.next_to_submit(db, 10, run_id="new", now=stale)] == [jobs[1], jobs[2]]
+    other = JobStore(db, store.quotas, clock, UTC_ZONE, run_id="new")
+    assert [j.id for j in await other.next_to_submit(10)] == [jobs[1], jobs[2]]
 
 
 async def test_cancelled_jobs_leave_the_queue(env):
@@ -87,23 +88,24 @@ async def test_cancelled_jobs_leave_the_queue(env):
     keep, drop, claimed = [await make(store, Member(1, n)) for n in range(3)]
     await store.request_cancel(drop, "user:1")
     assert await queue.queue_positions(db) == {keep: 1, claimed: 2}
-    [job] = await queue.next_to_submit(db, 1, now=START)
+    [job] = await store.next_to_submit(1)
     assert job.id == keep
     await store.mark_submitted(keep, START)
-    [job] = await queue.next_to_submit(db, 2, now=START)
+    [job] = await store.next_to_submit(2)
     assert job.id == claimed
     assert await store.begin_submit(claimed)
     await store.request_cancel(claimed, "user:2")  # while its submit is in flight: requested only
     assert (await get_job(store.db, claimed)).state == "queued"
     # The taker never came back: once the claim is stale the job is cancelled, but the submit may
     # have reached Runware, so its reserve stays open and it is polled for a cost.
-    assert await queue.next_to_submit(db, 5, now=START + queue.CLAIM_TTL_S + 1) == []
+    clock.advance(queue.CLAIM_TTL_S + 1)
+    assert await store.next_to_submit(5) == []
     assert (await get_job(store.db, claimed)).state == "cancelled"
     assert [r.kind for r in await ledger_for_job(store.db, claimed)] == ["reserve"]
     assert [j.id for j in await at_runware_jobs(store.db, 100)] == [keep, claimed]
     # Claimed but not sent yet: the cancel is free at once, and the submit never goes out.
     late = await make(store, Member(1, 9))
-    [job] = await queue.next_to_submit(db, 5, now=START + queue.CLAIM_TTL_S + 1)
+    [job] = await store.next_to_submit(5)
     assert job.id == late
     assert (await store.request_cancel(late, "user:9")).state == "cancelled"
     assert [r.kind for r in await ledger_for_job(store.db, late)] == ["reserve", "release"]

@@ -3,8 +3,10 @@ while it is queued or running.
 
 They are persistent with no state in memory: each button is a ``DynamicItem`` whose custom id
 carries the action and the job id (``klingbot:reroll:42``), registered once when the cog loads, so
-a button on a message posted by an earlier process works the same. The only memory is the re-roll
-debounce, which is UX, not correctness (the reserve transaction guards the quotas).
+a button on a message posted by an earlier process works the same. A click goes to the cog that
+declared its action in ``KlingBot.button_handlers`` (this one; NextSteps for Extend and Remix). The
+only memory is the re-roll debounce, which is UX, not correctness (the reserve transaction guards
+the quotas).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bot.db.jobs import get_job, results_for_job
 from bot.db.money import job_money
 from bot.db.records import ACTIVE_STATES, JobRecord
 from bot.discordbot import render_job
-from bot.discordbot.app import RESTARTING, KlingBot
+from bot.discordbot.app import KlingBot
 from bot.discordbot.cogs.errors import report_error
 from bot.discordbot.confirm import confirm_cost
 from bot.discordbot.interactions import PROGRESS_LINK_WAIT_S, check_channel, member_of
@@ -48,8 +50,6 @@ BUTTONS: dict[str, tuple[str, discord.ButtonStyle, str]] = {
     "delete": ("Delete", discord.ButtonStyle.danger, "🗑️"),
     "cancel": ("Cancel", discord.ButtonStyle.danger, "✖️"),
 }
-# The cog that handles each action (Extend and Remix live with the `Make a video` menu).
-HANDLER_COG = {"extend": "NextSteps", "remix": "NextSteps"}
 STAGES: dict[str, tuple[str, ...]] = {
     "progress": ("cancel",),
     "result": ("reroll", "extend", "remix", "details", "delete"),
@@ -76,14 +76,17 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
                              match: re.Match[str], /) -> JobButton:
         return cls(match["action"], int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog(HANDLER_COG.get(self.action, COG_NAME))  # type: ignore[attr-defined]
-        try:
-            if cog is None or not hasattr(cog, "handle"):
-                raise UserFacingError(RESTARTING)
-            await cog.handle(self.action, interaction, self.job_id)
-        except Exception as exc:  # noqa: BLE001 - every failure is shown to the member (or logged as a bug)
-            await report_error(interaction, exc)
+    async def callback(self, interaction: discord.Interaction[KlingBot]) -> None:
+        await press(interaction, self.action, self.job_id)
+
+
+async def press(interaction: discord.Interaction[KlingBot], action: str, job_id: int) -> None:
+    """Hand a press to the cog that handles ``action`` (RESTARTING while none is loaded); every
+    failure is shown to the member."""
+    try:
+        await interaction.client.button_handler(action).handle(action, interaction, job_id)
+    except Exception as exc:  # noqa: BLE001 - every failure is shown to the member (or logged as a bug)
+        await report_error(interaction, exc)
 
 
 def components_for(job: JobRecord, stage: str) -> discord.ui.View | None:
@@ -126,8 +129,11 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(JobButton)
         self.bot.components_for = components_for
+        self.bot.button_handlers.update(dict.fromkeys(self._handlers, self))
 
     async def cog_unload(self) -> None:
+        for action in self._handlers:
+            self.bot.button_handlers.pop(action, None)
         self.bot.remove_dynamic_items(JobButton)
         self.bot.components_for = None
 

@@ -1,24 +1,24 @@
 """What members do with a video (SPEC 2.3): the Extend and Remix buttons of a finished job, and the
 `Make a video` message context menu.
 
-Extend and Remix are JobButtons (bot.discordbot.cogs.buttons routes their clicks here), so they
-are persistent like Re-roll. With several videos, Extend answers with a select (itself a dynamic
-item, ``klingbot:extendpick:<job>``) to pick which. The modals are opened by a click and live
-only as long as the member has them open.
+Extend and Remix are JobButtons (this cog declares their actions in ``KlingBot.button_handlers``,
+where the buttons cog finds it), so they are persistent like Re-roll. With several videos, Extend
+answers with a select (itself a dynamic item, ``klingbot:extendpick:<job>``, routed the same way)
+to pick which. The modals are opened by a click and live only as long as the member has them open.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discordbot.app import RESTARTING
-from bot.discordbot.cogs.buttons import job_here
+from bot.discordbot.app import KlingBot
+from bot.discordbot.cogs.buttons import job_here, press
 from bot.discordbot.cogs.errors import report_error
 from bot.discordbot.confirm import confirm_cost
 from bot.discordbot.interactions import VideoOptions, check_channel, handle_video, member_of, tell_queued
@@ -27,22 +27,13 @@ from bot.requests import CFG_MAX, CFG_MIN, PROMPT_MAX, PROMPT_MIN, ResolvedReque
 from bot.services import next_steps
 from bot.services.next_steps import PlannedJob
 
-if TYPE_CHECKING:
-    from bot.discordbot.app import KlingBot
-
 log = logging.getLogger(__name__)
 
 COG_NAME = "NextSteps"
 MAKE_A_VIDEO = "Make a video"
 PICK_TEMPLATE = r"klingbot:extendpick:(?P<job>[0-9]{1,19})"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def _cog(interaction: discord.Interaction) -> NextStepsCog:
-    cog = interaction.client.get_cog(COG_NAME)  # type: ignore[attr-defined]
-    if not isinstance(cog, NextStepsCog):
-        raise UserFacingError(RESTARTING)
-    return cog
+ACTIONS = ("extend", "remix", "extendpick")  # the presses this cog handles
 
 
 class ExtendPick(discord.ui.DynamicItem[discord.ui.Select], template=PICK_TEMPLATE):
@@ -59,13 +50,8 @@ class ExtendPick(discord.ui.DynamicItem[discord.ui.Select], template=PICK_TEMPLA
                              match: re.Match[str], /) -> ExtendPick:
         return cls(int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            values = (interaction.data or {}).get("values") or ["1"]  # type: ignore[union-attr]
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            await _cog(interaction).extend_video(interaction, self.job_id, int(values[0]))
-        except Exception as exc:  # noqa: BLE001 - every failure is shown to the member (or logged as a bug)
-            await report_error(interaction, exc)
+    async def callback(self, interaction: discord.Interaction[KlingBot]) -> None:
+        await press(interaction, "extendpick", self.job_id)
 
 
 class _Modal(discord.ui.Modal):
@@ -91,8 +77,9 @@ def parse_cfg_scale(text: str) -> float | None:
 
 
 class RemixModal(_Modal):
-    def __init__(self, job_id: int, source: ResolvedRequest) -> None:
+    def __init__(self, cog: NextStepsCog, job_id: int, source: ResolvedRequest) -> None:
         super().__init__(title=f"Remix job #{job_id}"[:45], timeout=900)
+        self.cog = cog
         self.job_id = job_id
         self.prompt = _text("Prompt", source.prompt, required=True)
         self.negative = _text("Negative prompt (optional)", source.negative_prompt, required=False)
@@ -104,7 +91,7 @@ class RemixModal(_Modal):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        cog = _cog(interaction)
+        cog = self.cog
         bot = cog.bot
         live = bot.running()
         check_channel(bot, interaction, "Remix")
@@ -116,8 +103,9 @@ class RemixModal(_Modal):
 
 
 class MakeVideoModal(_Modal):
-    def __init__(self, attachment: discord.Attachment) -> None:
+    def __init__(self, bot: KlingBot, attachment: discord.Attachment) -> None:
         super().__init__(title="Make a video from this image", timeout=900)
+        self.bot = bot
         self.attachment = attachment
         self.prompt = _text("Prompt", None, required=True)
         self.negative = _text("Negative prompt (optional)", None, required=False)
@@ -126,10 +114,9 @@ class MakeVideoModal(_Modal):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        bot = _cog(interaction).bot
         options = VideoOptions(prompt=self.prompt.value, negative_prompt=self.negative.value or None,
                                first_frame=self.attachment)
-        await handle_video(bot, interaction, options)
+        await handle_video(self.bot, interaction, options)
 
 
 def first_image(message: discord.Message) -> discord.Attachment | None:
@@ -150,14 +137,21 @@ class NextStepsCog(commands.Cog, name=COG_NAME):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ExtendPick)
         self.bot.tree.add_command(self.menu, override=True)
+        self.bot.button_handlers.update(dict.fromkeys(ACTIONS, self))
 
     async def cog_unload(self) -> None:
+        for action in ACTIONS:
+            self.bot.button_handlers.pop(action, None)
         self.bot.remove_dynamic_items(ExtendPick)
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     async def handle(self, action: str, interaction: discord.Interaction, job_id: int) -> None:
         if action == "remix":
             await self.remix(interaction, job_id)
+        elif action == "extendpick":
+            values = (interaction.data or {}).get("values") or ["1"]  # type: ignore[union-attr]
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self.extend_video(interaction, job_id, int(values[0]))
         else:
             await self.extend(interaction, job_id)
 
@@ -191,7 +185,7 @@ class NextStepsCog(commands.Cog, name=COG_NAME):
         bot = self.bot
         bot.running()
         job = await job_here(bot, interaction, job_id)
-        await interaction.response.send_modal(RemixModal(job.id, ResolvedRequest.model_validate(job.params)))
+        await interaction.response.send_modal(RemixModal(self, job.id, ResolvedRequest.model_validate(job.params)))
 
     # ---- Make a video ----------------------------------------------------------------------------
 
@@ -200,7 +194,7 @@ class NextStepsCog(commands.Cog, name=COG_NAME):
             image = first_image(message)
             if image is None:
                 raise UserFacingError("That message has no image attachment to start a video from.")
-            await interaction.response.send_modal(MakeVideoModal(image))
+            await interaction.response.send_modal(MakeVideoModal(self.bot, image))
         except Exception as exc:  # noqa: BLE001 - every failure is shown to the member (or logged as a bug)
             await report_error(interaction, exc)
 
@@ -222,5 +216,5 @@ class NextStepsCog(commands.Cog, name=COG_NAME):
         await tell_queued(self.bot, interaction, job.id)
 
 
-async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(NextStepsCog(bot))  # type: ignore[arg-type]
+async def setup(bot: KlingBot) -> None:
+    await bot.add_cog(NextStepsCog(bot))
