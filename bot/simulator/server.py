@@ -23,23 +23,12 @@ from aiohttp import web
 
 from .media import CONTENT_TYPES, EXTENSIONS, MIB, SMALL, make_small, make_video
 from .models import MODELS
-from .state import Faults, SimTask, Stats
+from .state import FAULT_STATUSES, Faults, SimTask, Stats
 from .tasks import TaskLogic
 from .validation import ApiError
 
 log = logging.getLogger(__name__)
 
-_STATUS_CODES = {
-    400: ("invalidRequestBody", "The request body is not valid."),
-    401: ("invalidApiKey", "Invalid API key."),
-    402: ("insufficientCredits", "Insufficient credits to run this task."),
-    403: ("forbidden", "This API key has no permission for this operation."),
-    429: ("rateLimitExceeded", "Too many requests. Slow down and retry."),
-    500: ("internalServerError", "Internal server error. Retry later."),
-    502: ("badGateway", "Bad gateway. Retry later."),
-    503: ("serviceUnavailable", "Service temporarily unavailable. Retry later."),
-    504: ("gatewayTimeout", "Gateway timeout. Retry later."),
-}
 _DROP = "drop"
 _MALFORMED = "malformed"
 _WEBHOOK_RETRIES = 3
@@ -160,7 +149,7 @@ class Simulator(TaskLogic):
             return web.Response(status=200, text="<html><body>upstream hiccup</body></html>",
                                 content_type="text/html")
         if isinstance(fault, int):
-            code, message = _STATUS_CODES.get(fault, (f"http{fault}", "Unexpected error."))
+            code, message = FAULT_STATUSES.get(fault, (f"http{fault}", "Unexpected error."))
             return _json(fault, {"errors": [ApiError(code, message, status=fault).item()]})
         if not isinstance(tasks, list):
             error = ApiError("invalidRequestBody", "The request body must be a JSON array of tasks.")

@@ -6,6 +6,19 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+# What a forced HTTP status (Faults.next_statuses, the 5xx/429 rates) answers: Runware's code, message.
+FAULT_STATUSES = {
+    400: ("invalidRequestBody", "The request body is not valid."),
+    401: ("invalidApiKey", "Invalid API key."),
+    402: ("insufficientCredits", "Insufficient credits to run this task."),
+    403: ("forbidden", "This API key has no permission for this operation."),
+    429: ("rateLimitExceeded", "Too many requests. Slow down and retry."),
+    500: ("internalServerError", "Internal server error. Retry later."),
+    502: ("badGateway", "Bad gateway. Retry later."),
+    503: ("serviceUnavailable", "Service temporarily unavailable. Retry later."),
+    504: ("gatewayTimeout", "Gateway timeout. Retry later."),
+}
+
 
 @dataclass
 class Faults:
