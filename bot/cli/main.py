@@ -21,7 +21,7 @@ HANDLERS = {
     "generate": "bot.cli.generate:cmd_generate",
     "simulator": "bot.cli.simulator:cmd_simulator",
     "doctor": "bot.cli.doctor:cmd_doctor",
-    "health": "bot.cli.ops:cmd_health",
+    "health": "bot.cli.health:cmd_health",
     "sync": "bot.cli.run:cmd_sync",
     "quota": "bot.cli.ops:cmd_quota",
     "usage": "bot.cli.ops:cmd_usage",
@@ -71,9 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="each result a video of about N MiB at the task's size and duration (default: small)")
 
     with_config(sub.add_parser("doctor", help="check config, database, keys; print the invite URL"))
-    health = with_config(sub.add_parser("health", help="exit 0 when the running bot's heartbeat is fresh"))
+    health = with_config(sub.add_parser(
+        "health", help="exit 0 when every live bot run on this host finished a poll round recently"))
     health.add_argument("--max-age", type=float, metavar="SECONDS",
-                        help="oldest heartbeat that counts as fresh (default: from [runware], >= 30)")
+                        help="longest a bot run may go without finishing a poll round (default: from [runware], "
+                             ">= 30)")
+    health.add_argument("--all-hosts", action="store_true",
+                        help="check the bot runs of every host on the database, not only this host's")
     sync = with_config(sub.add_parser("sync", help="register slash commands"))
     sync.add_argument("--guild", type=int, metavar="ID")
 

@@ -1,4 +1,5 @@
-"""The operator's terminal commands: `klingbot health`, `jobs`, `backup`, `quota`, `usage`.
+"""The operator's terminal commands: `klingbot jobs`, `backup`, `quota`, `usage` (`health` is in
+health.py and uses the helpers here).
 
 They work on the same database as a running bot (WAL lets them read while it writes) and through
 the same services as the moderator commands; changes made here are audited with the actor
@@ -22,9 +23,7 @@ from pydantic import SecretStr
 
 from bot.config import Config, load_config
 from bot.db import Database, open_database
-from bot.db.connection import describe_location
 from bot.db.jobs import jobs_by_state
-from bot.db.kv import read_heartbeat
 from bot.db.money import job_money
 from bot.db.records import ALL_STATES, JobMoney, JobRecord
 from bot.errors import InvalidInput, UserFacingError
@@ -37,10 +36,6 @@ from bot.services.moderation.money import parse_usd_amount
 from bot.services.quotas import DM_SCOPE, Member, Quotas, scope_name
 from bot.services.usage import MONEY_COLUMNS, Usage, UsageLine, UsageReport
 from bot.usd import micro_to_usd
-
-HEALTH_ROUNDS = 3        # poll intervals without a finished round before the bot counts as stuck
-HEALTH_MARGIN_S = 30.0
-
 
 # ---- shared helpers ----------------------------------------------------------------------------
 
@@ -115,46 +110,6 @@ def local_time(ts: float | None, cfg: Config) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, cfg.progress.tz).strftime("%Y-%m-%d %H:%M:%S")
-
-
-# ---- health ------------------------------------------------------------------------------------
-
-
-def health_max_age(cfg: Config) -> float:
-    """How old the heartbeat may be (SPEC 3.5): the poll loop writes it when it finishes a round (at
-    most once a second, well inside the margin), so a loop that has not finished one for 3 poll
-    intervals + 30 s is stuck."""
-    return HEALTH_ROUNDS * cfg.runware.poll_interval_s + HEALTH_MARGIN_S
-
-
-async def _heartbeat_age(cfg: Config) -> float | None:
-    async with opened(cfg) as ops:
-        beat = await read_heartbeat(ops.db)
-        return None if beat is None else max(ops.clock.now() - beat.at, 0.0)
-
-
-def cmd_health(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    path = describe_location(cfg.database)
-    if not on_postgres(cfg) and not db_path(cfg).is_file():  # a healthcheck must not invent a database
-        print(f"unhealthy: no database at {path}")
-        return 1
-    max_age = args.max_age if getattr(args, "max_age", None) is not None else health_max_age(cfg)
-    if max_age <= 0:
-        raise InvalidInput("--max-age", max_age, "a number of seconds above 0")
-    try:
-        age = asyncio.run(_heartbeat_age(cfg))
-    except Exception as exc:  # a broken or locked file is unhealthy, not a crash with a traceback
-        print(f"unhealthy: cannot read {path}: {type(exc).__name__}: {exc}")
-        return 1
-    if age is None:
-        print("unhealthy: no heartbeat yet (is `klingbot run` running?)")
-        return 1
-    if age > max_age:
-        print(f"unhealthy: last heartbeat {age:.0f} s ago (allowed {max_age:.0f} s)")
-        return 1
-    print(f"healthy: last heartbeat {age:.1f} s ago")
-    return 0
 
 
 # ---- jobs --------------------------------------------------------------------------------------

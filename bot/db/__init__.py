@@ -6,7 +6,8 @@ in this package, one synchronous function per query, grouped by concept and impo
     money    the ledger: reserve, settle, release, refund, credit; spend derived from it
     queue    the fair queue: which waiting job goes to Runware next
     guilds   a guild's settings, limit overrides, channels, blocklist, bans
-    kv       bot-wide key/value state and the heartbeat
+    runs     one per engine process: its lease, its last poll round, which jobs it owns
+    kv       bot-wide key/value state
     audit    the trail of moderator and operator actions
     reports  usage reports straight from the ledger
 

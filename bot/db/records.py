@@ -238,7 +238,8 @@ class SpendNumbers:
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """One engine process (migration 006): alive while ``lease_until`` is in the future."""
+    """One engine process (migration 006): alive while ``lease_until`` is in the future. ``polled_at``:
+    when it last finished a poll round, None before its first (migration 007)."""
 
     run_id: str
     kind: str
@@ -247,13 +248,8 @@ class RunRecord:
     started_at: float
     lease_until: float
     deliver_to: str | None
+    polled_at: float | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
         return cls(**{name: row[name] for name in _columns(cls)})
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    at: float
-    pid: int

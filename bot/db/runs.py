@@ -1,4 +1,4 @@
-"""Runs and job ownership (migration 006).
+"""Runs and job ownership (migration 006), and each run's last finished poll round (007).
 
 Each engine registers a run and renews its lease while it lives; a job is owned by one run (its
 ``owner``, else its creator) and only that run shows and delivers it. A job whose owner's lease has
@@ -39,6 +39,12 @@ def renew_run(c: Conn, run_id: str, lease_until: float) -> bool:
 @query
 def end_run(c: Conn, run_id: str) -> None:
     c.execute("UPDATE runs SET lease_until = 0 WHERE run_id = ?", (run_id,))
+
+
+@query
+def record_poll_round(c: Conn, run_id: str, at: float) -> None:
+    """The run finished a poll round at ``at`` (`klingbot health` checks each bot run's)."""
+    c.execute("UPDATE runs SET polled_at = ? WHERE run_id = ?", (at, run_id))
 
 
 @query

@@ -11,7 +11,6 @@ import asyncio
 import gc
 import logging
 import math
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,9 +19,8 @@ import httpx
 from bot.config import Config
 from bot.db.connection import Database
 from bot.db.jobs import get_job, get_job_by_task, make_all_due
-from bot.db.kv import write_heartbeat
 from bot.db.records import JobRecord
-from bot.db.runs import set_deliver_to
+from bot.db.runs import record_poll_round, set_deliver_to
 from bot.errors import NotPermitted, RunwareUnavailable, UserFacingError
 from bot.images import CheckedImage
 from bot.requests import ResolvedRequest
@@ -35,7 +33,7 @@ from bot.services.delivery import Deliverer
 from bot.services.jobs import JobStore
 from bot.services.metrics import Metrics
 from bot.services.moderation.permissions import may_manage_job
-from bot.services.ownership import RENEW_EVERY_S, Ownership
+from bot.services.ownership import BOT_KIND, RENEW_EVERY_S, Ownership
 from bot.services.poller import Poller
 from bot.services.quotas import RUNWARE_PAUSED_MESSAGE, Member, Quotas
 from bot.services.reporter import ProgressReporter
@@ -46,7 +44,7 @@ from bot.services.webhooks import WebhookReceiver, webhook_settings
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 1.0  # a finished poll round writes the heartbeat (`klingbot health`) at most this often
+HEARTBEAT_S = 1.0  # a finished poll round writes its run's polled_at (`klingbot health`) at most this often
 
 
 @dataclass(frozen=True)
@@ -66,15 +64,16 @@ class Engine:
         clock: Clock | None = None,
         http: httpx.AsyncClient | None = None,
         metrics: Metrics | None = None,
-        kind: str = "discord",
+        kind: str = BOT_KIND,
         deliver_to: str | None = None,
         heartbeat: bool = True,
         adopt_while_running: bool = True,
     ) -> None:
         """``kind`` names this run in the runs table; ``deliver_to`` is where its sink puts results
-        (the terminal's --out), kept with each job it creates. ``heartbeat``: this process is the one
-        `klingbot health` watches (the bot; a terminal run is not). ``adopt_while_running``: take
-        over orphaned jobs all along, not only at start (a terminal run reports those it took at start)."""
+        (the terminal's --out), kept with each job it creates. ``heartbeat``: record this run's
+        finished poll rounds for `klingbot health` (the bot's; a terminal run's do not count).
+        ``adopt_while_running``: take over orphaned jobs all along, not only at start (a terminal run
+        reports those it took at start)."""
         hooks = webhook_settings(cfg)  # first: UserFacingError when the secret is missing
         self.cfg = cfg
         self.db = db
@@ -123,8 +122,6 @@ class Engine:
         if self.webhooks is not None:
             await self.webhooks.start()
         await make_all_due(self.db, self.clock.now())
-        if self.writes_heartbeat:
-            await self._write_heartbeat()
         step = self.tick_interval_s
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name="klingbot-poll"),
@@ -210,12 +207,14 @@ class Engine:
             await self._write_heartbeat()
 
     async def _write_heartbeat(self) -> None:
-        # Written by a finished poll round (and at start), never by a timer: a stuck poll loop shows.
+        # Written by a finished poll round, never by a timer: a stuck poll loop shows. Until the first
+        # one, `klingbot health` counts from the run's start.
         try:
-            await write_heartbeat(self.db, self.clock.now(), os.getpid())
-            self._heartbeat_at = self.clock.now()
+            now = self.clock.now()
+            await record_poll_round(self.db, self.ownership.run_id, now)
+            self._heartbeat_at = now
         except Exception:
-            log.exception("could not write the heartbeat")
+            log.exception("could not record this run's finished poll round")
 
     async def _report(self) -> None:
         await self.reporter.report(self.trouble.note, self.submitter.uploading)

@@ -22,6 +22,7 @@ LEASE_S = 30.0        # a run killed with -9 on another host loses its jobs afte
 RENEW_EVERY_S = 10.0  # the lease is renewed this often (three tries before it lapses)
 PRUNE_AFTER_S = 7 * 86400.0
 HOST = socket.gethostname()
+BOT_KIND = "discord"  # the Discord bot's runs: the ones `klingbot health` checks
 
 
 def process_gone(host: str, pid: int) -> bool:

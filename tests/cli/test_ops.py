@@ -1,5 +1,5 @@
-"""The operator's commands in a subprocess (`python -m bot health|jobs|backup|quota|usage`) on a
-real database file that the test fills through the services, as the bot would."""
+"""The operator's commands in a subprocess (`python -m bot jobs|backup|quota|usage`; health has
+test_health.py) on a real database file that the test fills through the services, as the bot would."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import csv
 import os
 import re
 import sqlite3
-import time
 from decimal import Decimal
 from itertools import count
 from zoneinfo import ZoneInfo
@@ -17,8 +16,8 @@ import pytest
 from bot.cli.ops import operator_actor
 from bot.config import Config, LimitsConfig
 from bot.db import open_database
-from bot.db.kv import write_heartbeat
-from bot.services.clock import Clock, FixedClock
+from bot.db.runs import record_poll_round, register_run
+from bot.services.clock import Clock
 from bot.services.jobs import JobStore
 from bot.services.moderation import Moderation
 from bot.services.quotas import DM_SCOPE, Member, Quotas
@@ -50,9 +49,13 @@ class World:
         self.store = JobStore(self.db, self.quotas, clock, UTC_ZONE)
         return self.store
 
-    async def heartbeat(self) -> None:
-        """As the engine writes it."""
-        await write_heartbeat(self.db, self.clock.now(), os.getpid())
+    async def bot_run(self) -> None:
+        """A live bot run that just finished a poll round, as the engine records it."""
+        now = self.clock.now()
+        run_id = f"test:{os.getpid()}:backup"
+        await register_run(self.db, run_id=run_id, kind="discord", host="test", pid=os.getpid(), now=now,
+                           lease_until=now + 30)
+        await record_poll_round(self.db, run_id, now)
 
     async def job(self, member=None, *, model="kling-2.5-turbo-pro", variations=1, settle=None,
                   state="succeeded"):
@@ -80,53 +83,6 @@ async def world(tmp_path):
     w = World(tmp_path)
     yield w
     await w.close()
-
-
-# ---- health ------------------------------------------------------------------------------------
-
-
-def reported_age(out: str) -> int:
-    return int(re.search(r"last heartbeat (\d+) s ago", out).group(1))
-
-
-async def test_health_without_database_fails_and_creates_none(world):
-    code, out, _ = await cli(world.tmp_path, "health")
-    assert code == 1
-    assert out.strip() == f"unhealthy: no database at {world.db_path}"
-    assert not world.db_path.exists() and not world.db_path.parent.exists()
-
-
-async def test_health_follows_the_heartbeat(world):
-    clock = FixedClock(time.time())
-    await world.open(clock)
-    code, out, _ = await cli(world.tmp_path, "health")
-    assert (code, out.strip()) == (1, "unhealthy: no heartbeat yet (is `klingbot run` running?)")
-
-    await world.heartbeat()  # as the engine does on every tick
-    code, out, _ = await cli(world.tmp_path, "health")
-    assert code == 0 and out.startswith("healthy: last heartbeat"), out
-
-    clock.set(time.time() - 95)  # the bot's loop stopped 95 s ago
-    await world.heartbeat()
-    code, out, _ = await cli(world.tmp_path, "health", "--max-age", "60")
-    assert code == 1
-    assert out.startswith("unhealthy: last heartbeat") and "s ago (allowed 60 s)" in out, out
-    assert 95 <= reported_age(out) < 155, out  # the subprocess's own start-up time adds a little
-    code, _, _ = await cli(world.tmp_path, "health", "--max-age", "600")
-    assert code == 0
-
-
-async def test_health_default_threshold_is_at_least_30s(world):
-    # 20 s old: healthy under a 30 s allowance, with 10 s for the subprocess to start on a loaded machine.
-    clock = FixedClock(time.time() - 20)
-    await world.open(clock)
-    await world.heartbeat()
-    code, out, _ = await cli(world.tmp_path, "health")
-    assert code == 0, out
-    clock.set(time.time() - 3600)
-    await world.heartbeat()
-    code, out, _ = await cli(world.tmp_path, "health")
-    assert code == 1 and 3600 <= reported_age(out) < 3660, out
 
 
 # ---- jobs --------------------------------------------------------------------------------------
@@ -179,13 +135,13 @@ async def test_backup_while_the_database_is_in_use(world):
     await world.open()
     for n in range(3):
         await world.job(settle=100_000 + n)
-    await world.heartbeat()
+    await world.bot_run()
     target = world.tmp_path / "backups" / "copy.sqlite3"
     # The test's connection stays open (as the running bot's would) and has un-checkpointed WAL pages.
     code, out, err = await cli(world.tmp_path, "backup", str(target))
     assert code == 0, err
     assert out.strip() == f"backed up {world.db_path} to {target} ({target.stat().st_size} bytes)"
-    for table in ("jobs", "ledger", "heartbeat"):
+    for table in ("jobs", "ledger", "runs"):
         assert world.rows(f"SELECT * FROM {table} ORDER BY 1", target) == world.rows(
             f"SELECT * FROM {table} ORDER BY 1")
     assert len(world.rows("SELECT * FROM ledger", target)) == 6

@@ -1,10 +1,11 @@
 """The command line on PostgreSQL (KLINGBOT_DATABASE_URL), in real processes: concurrent `generate`
-runs admit exactly the limit; the operator's commands work on the server; `backup` points at pg_dump;
-the URL's password never shows."""
+runs admit exactly the limit; the operator's commands work on the server (`health` checks this host's
+bot runs, every host's with --all-hosts); `backup` points at pg_dump; the URL's password never shows."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from collections import Counter
 import pytest
 
 from bot.db import Conn, open_database
-from bot.db.kv import write_heartbeat
 from bot.db.money import ledger_rows
+from bot.db.runs import record_poll_round, register_run
+from bot.services.ownership import HOST
 from tests.fakes.processes import cli, cli_env, last_json, simulator_process
 
 PASSWORD = "pw-4f1c9e2b"  # the test server trusts loopback, so the password is carried and never asked for
@@ -67,10 +69,13 @@ def test_concurrent_generate_processes_on_one_postgres_admit_exactly_the_limit(t
     assert asyncio.run(ledger()) == {"reserve": 1, "settle": 1}
 
 
-async def _fill(url: str) -> None:
+async def _bot_run(url: str, run_id: str, host: str, pid: int, polled_ago: float) -> None:
+    """A live bot run, as the engine records it, that finished a poll round ``polled_ago`` s ago."""
     db = await open_database(url)
     try:
-        await write_heartbeat(db, time.time(), 4242)
+        now = time.time()
+        await register_run(db, run_id=run_id, kind="discord", host=host, pid=pid, now=now - 900, lease_until=now + 30)
+        await record_poll_round(db, run_id, now - polled_ago)
     finally:
         await db.close()
 
@@ -80,13 +85,17 @@ async def test_operator_commands_on_postgres(tmp_path, pg_url):
     env = {"KLINGBOT_DATABASE_URL": with_password(pg_url)}
     seen = ""
 
-    code, out, err = await cli(tmp_path, "health", env_extra=env)  # migrates; no heartbeat yet
+    code, out, err = await cli(tmp_path, "health", env_extra=env)  # migrates; no bot run yet
     seen += out + err
-    assert code == 1 and "no heartbeat yet" in out
-    await _fill(pg_url)
+    assert code == 1 and out.startswith("unhealthy: no live bot run on this host"), out
+    await _bot_run(pg_url, "here", HOST, os.getpid(), polled_ago=0.5)
+    await _bot_run(pg_url, "there", "monitored-host.invalid", 4242, polled_ago=600)  # another bot's host
     code, out, err = await cli(tmp_path, "health", env_extra=env)
     seen += out + err
-    assert code == 0 and "healthy" in out
+    assert code == 0 and out.startswith(f"healthy: 1 bot run on host {HOST}"), out
+    code, out, err = await cli(tmp_path, "health", "--all-hosts", env_extra=env)
+    seen += out + err
+    assert code == 1 and out.startswith("unhealthy: bot run pid 4242 on monitored-host.invalid: "), out
 
     code, out, err = await cli(tmp_path, "quota", "set", "--guild", "7", "--user", "100", "--monthly-usd", "2.50",
                                "--reason", "vip", env_extra=env)

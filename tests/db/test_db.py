@@ -23,9 +23,11 @@ from bot.db.guilds import (
 from bot.db.jobs import insert_job, insert_result
 from bot.db.kv import kv_get, kv_set
 from bot.db.money import insert_ledger, ledger_for_job
+from bot.db.runs import live_runs, record_poll_round, register_run
 
 TABLES = {"jobs", "results", "ledger", "member_limits", "role_limits", "guild_settings", "gen_channels",
-          "blocklist", "bans", "audit", "heartbeat", "kv"}
+          "blocklist", "bans", "audit", "kv", "runs"}
+GONE = {"heartbeat"}  # dropped by 007: each run records its own poll rounds
 
 
 def raw(path: Path) -> sqlite3.Connection:
@@ -39,7 +41,9 @@ async def test_empty_database_migrates_to_latest(tmp_path):
     assert await db.user_version() == latest >= 1
     rows = await db.run(Conn.fetchall, "SELECT name FROM sqlite_master WHERE type = 'table'")
     tables = {r[0] for r in rows}
-    assert TABLES <= tables
+    assert TABLES <= tables and not GONE & tables
+    columns = {r["name"] for r in await db.run(Conn.fetchall, "PRAGMA table_info(runs)")}
+    assert "polled_at" in columns
     assert (await db.run(Conn.fetchval, "PRAGMA journal_mode")).lower() == "wal"
     assert await db.run(Conn.fetchval, "PRAGMA foreign_keys") == 1
     assert await db.run(Conn.fetchval, "PRAGMA busy_timeout") >= 5000
@@ -264,7 +268,11 @@ async def test_postgres_migrates_an_empty_database_and_reopens(pg_url):
     assert await db.user_version() == load_migrations()[-1].version == len(load_migrations(store="postgres"))
     rows = await db.run(Conn.fetchall, "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
                         ("public",))
-    assert TABLES <= {r["table_name"] for r in rows}
+    tables = {r["table_name"] for r in rows}
+    assert TABLES <= tables and not GONE & tables
+    rows = await db.run(Conn.fetchall, "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                        ("runs",))
+    assert "polled_at" in {r["column_name"] for r in rows}
     await db.run(kv_set, "command_hash", "abc")
     await db.close()
     db = await open_database(pg_url)  # 001 has plain CREATE TABLEs: a clean reopen proves it was skipped
@@ -369,5 +377,34 @@ async def test_dm_jobs_stored_under_the_terminal_move_to_their_own_scope(store, 
                                             ("reserve", 7), ("settle", 7), ("credit", 0)]
         with pytest.raises(Exception, match="append-only"):
             await db.run(Conn.execute, "UPDATE ledger SET guild_id = 0 WHERE guild_id = -1")
+    finally:
+        await db.close()
+
+
+async def test_runs_keep_their_rows_and_gain_polled_at_when_the_heartbeat_goes(store, tmp_path):
+    """Migration 007 on both stores: a database at 006 with a run and the old heartbeat row: the run
+    stays, with no poll round recorded yet (health counts from its start), and the heartbeat table goes."""
+    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations"
+    before = tmp_path / "before-007"
+    (before / "pg").mkdir(parents=True)
+    for migration in load_migrations()[:6]:
+        shutil.copy(shipped / migration.name, before / migration.name)
+        shutil.copy(shipped / "pg" / migration.name, before / "pg" / migration.name)
+    db = await open_database(store, migrations_dir=before)
+    try:
+        assert await db.user_version() == 6
+        await register_run(db, run_id="h:1:a", kind="discord", host="h", pid=1, now=100.0, lease_until=130.0)
+        await db.run(Conn.execute, "INSERT INTO heartbeat (id, at, pid) VALUES (1, 120.0, 1)")
+    finally:
+        await db.close()
+    db = await open_database(store)
+    try:
+        assert await db.user_version() == 7
+        [run] = await live_runs(db, 110.0)
+        assert (run.run_id, run.started_at, run.polled_at) == ("h:1:a", 100.0, None)
+        await record_poll_round(db, "h:1:a", 125.0)
+        assert [r.polled_at for r in await live_runs(db, 110.0)] == [125.0]
+        with pytest.raises(Exception, match="heartbeat"):
+            await db.run(Conn.fetchall, "SELECT * FROM heartbeat")
     finally:
         await db.close()

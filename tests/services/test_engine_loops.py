@@ -1,7 +1,8 @@
 """The engine's loops are independent (SPEC 3.5): a delivery that hangs, or a submit Runware holds,
-never holds up a poll round; and a poll round that hangs stops the heartbeat, so `klingbot health`
-fails while the other loops go on. A real Engine, the simulator on loopback (holding requests open
-on demand), a SQLite file in tmp_path; every wait is on observable state."""
+never holds up a poll round; and a poll round that hangs stops the run recording finished rounds, so
+`klingbot health` fails, naming the run, while the other loops (the lease's too) go on. A real Engine,
+the simulator on loopback (holding requests open on demand), a SQLite file in tmp_path; every wait is
+on observable state."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from bot.db.jobs import get_job, results_for_job
 from bot.requests import resolve_request
 from bot.runware.client import RunwareClient
 from bot.services.engine import Engine
+from bot.services.ownership import HOST
 from bot.services.quotas import Member
 from bot.services.sink import Outcome, ProgressUpdate
 from bot.simulator.server import Simulator
@@ -207,7 +209,8 @@ async def test_a_stalled_poll_round_fails_health_while_the_other_loops_go_on(tmp
                 code, out = await w.health("--max-age", "1")
                 return out if code == 1 else None
             out = await eventually(unhealthy)
-            assert out.startswith("unhealthy: last heartbeat") and "allowed 1 s" in out, out
+            assert out.startswith(f"unhealthy: bot run pid {os.getpid()} on {HOST}: last poll round finished "), out
+            assert out.rstrip().endswith("(allowed 1 s)") and len(out.splitlines()) == 1, out
             # Meanwhile submitting and progress reporting went on: a new job is at Runware and shown.
             second = await w.create("a second fox")
             await eventually(lambda: _async_eq(w.state(second), "submitted"))

@@ -38,8 +38,8 @@ from bot.db.jobs import (
     undelivered_jobs,
     unnotified_jobs,
 )
-from bot.db.kv import read_heartbeat, write_heartbeat
 from bot.db.money import job_money, ledger_for_job
+from bot.db.runs import live_runs, record_poll_round, register_run
 from bot.errors import InvalidInput, NotPermitted
 from bot.runware.models import VideoResult
 from bot.services.clock import FixedClock
@@ -308,7 +308,9 @@ async def test_resume_queries_after_restart(tmp_path):
     await env.store.mark_notified(timed_out.id)
     await env.store.finish(done.id, "failed", "x", None)
     await env.store.mark_notified(done.id)
-    await write_heartbeat(env.db, env.clock.now(), os.getpid())
+    await register_run(env.db, run_id="old-run", kind="discord", host="h", pid=os.getpid(), now=START - 60,
+                       lease_until=START + 30)
+    await record_poll_round(env.db, "old-run", START)  # its last finished poll round, for `klingbot health`
     await db.close()
 
     db = await open_database(path)  # a new process: everything comes from the database
@@ -325,8 +327,8 @@ async def test_resume_queries_after_restart(tmp_path):
     assert ids(await undelivered_jobs(env.db, 1000)) == [undelivered.id]
     assert ids(await unnotified_jobs(env.db, 1000)) == [undelivered.id, unnotified.id]
     assert ids(await active_jobs(env.db, 10_000)) == [queued.id, submitted.id, processing.id, cancelling.id]
-    beat = await read_heartbeat(env.db)
-    assert beat is not None and env.clock.now() - beat.at == 20
+    [old_run] = await live_runs(env.db, now)
+    assert old_run.run_id == "old-run" and now - old_run.polled_at == 20
     await db.close()
 
 
