@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from bot.config import ASPECTS, DEFAULT_MODEL_KEY, OUTPUT_FORMATS, SAFETY_MODES, Config, ModelSpec, RunwareConfig
 from bot.errors import InvalidInput
@@ -36,10 +36,18 @@ class ResolvedRequest(BaseModel):
     quality: int | None = None
     has_first_frame: bool = False
     has_last_frame: bool = False
+    # A seamless loop: the first frame's image is also sent as the last frame (no last frame of its own).
+    loop: bool = False
     estimate_micro: int
     # Set on an Extend: the job and video (1-based) whose last frame is this job's first frame.
     extends_job_id: int | None = None
     extends_video: int | None = None
+
+    @model_validator(mode="after")
+    def _loop_has_one_frame(self) -> ResolvedRequest:
+        if self.loop and (not self.has_first_frame or self.has_last_frame):
+            raise ValueError("a loop has a first frame and no last frame of its own")
+        return self
 
 
 def _check_text(field: str, value: str | None, *, required: bool) -> str | None:
@@ -110,11 +118,14 @@ def resolve_request(
     quality: Any = None,
     first_frame_size: tuple[int, int] | None = None,
     has_last_frame: bool = False,
+    loop: Any = False,
 ) -> ResolvedRequest:
     """Check every field against the model's registry entry and the seeds' limits.
 
     ``first_frame_size`` is the checked first frame's (width, height) when one was given; the
-    aspect defaults to the model size closest to it, else 16:9."""
+    aspect defaults to the model size closest to it, else 16:9. ``loop``: the video ends on its first
+    frame (sent to Runware as the last frame too), so it needs a first frame, no last frame, and a
+    model that takes a last frame."""
     model_key = model or DEFAULT_MODEL_KEY
     if model_key not in cfg.models:
         raise InvalidInput("model", model_key, ", ".join(sorted(cfg.models)))
@@ -145,6 +156,12 @@ def resolve_request(
             f"an image (PNG, JPEG or WEBP); {spec.label} makes videos from a first frame only",
             "is required",
         )
+    if loop is None:
+        loop = False
+    if not isinstance(loop, bool):
+        raise InvalidInput("loop", loop, "true or false")
+    if loop:
+        _check_loop(cfg, spec, has_first=has_first, has_last=has_last_frame)
     if has_last_frame and not has_first:
         raise InvalidInput("last_frame", "(image)", "a last frame only together with a first frame",
                            "needs a first frame")
@@ -185,8 +202,23 @@ def resolve_request(
         quality=qual,
         has_first_frame=has_first,
         has_last_frame=has_last_frame,
+        loop=loop,
         estimate_micro=spec.estimate_micro_usd(seconds, count),
     )
+
+
+def _check_loop(cfg: Config, spec: ModelSpec, *, has_first: bool, has_last: bool) -> None:
+    if not has_first:
+        raise InvalidInput("loop", True, "loop only together with a first_frame (the video ends on the frame "
+                           "it starts from)", "is on but no first_frame was given")
+    if has_last:
+        raise InvalidInput("loop", True, "loop or a last_frame, not both: loop uses the first frame as the "
+                           "last", "is on and a last_frame was given")
+    if not spec.last_frame:
+        able = [f"{s.label} ({key})" for key, s in cfg.models.items() if s.last_frame]
+        allowed = ("loop with a model that takes a last frame: " + ", ".join(able) if able
+                   else "no loop: none of the configured models takes a last frame")
+        raise InvalidInput("loop", True, allowed, f"is on, but {spec.label} takes no last frame")
 
 
 def stricter_safety(*modes: str | None) -> SafetyMode:
@@ -206,7 +238,11 @@ def build_task(
     webhook_url: str | None = None,
 ) -> VideoInferenceTask:
     """The videoInference task for a resolved request. Images are imageUUIDs (a real run) or data
-    URIs (--dry-run)."""
+    URIs (--dry-run). A loop sends its first frame's image as the last frame too (uploaded once)."""
+    if request.loop:
+        if last_image not in (None, first_image):
+            raise ValueError("a loop ends on its first frame; no other last image can be given")
+        last_image = first_image
     if request.has_first_frame and not first_image:
         raise ValueError("the request has a first frame but no image was given for it")
     if request.has_last_frame and not last_image:

@@ -4,7 +4,7 @@ import pytest
 
 from bot.config import Config
 from bot.errors import InvalidInput
-from bot.requests import build_task, resolve_request, stricter_safety
+from bot.requests import ResolvedRequest, build_task, resolve_request, stricter_safety
 
 CFG = Config()
 
@@ -170,3 +170,59 @@ def test_build_task_refuses_missing_image_for_a_frame():
     r = resolve(first_frame_size=(1000, 600))
     with pytest.raises(ValueError):
         build_task(r, task_uuid="u", runware=CFG.runware)
+
+
+# ---- loop (the first frame is the last frame too) ----------------------------------------------
+
+def test_loop_sends_the_first_image_as_the_last_frame_too():
+    r = resolve(first_frame_size=(1280, 720), loop=True)
+    assert (r.loop, r.has_first_frame, r.has_last_frame) == (True, True, False)
+    task_uuid = str(uuid.uuid4())
+    wire = build_task(r, task_uuid=task_uuid, runware=CFG.runware, first_image="img-1").to_wire()
+    assert wire["inputs"] == {"frameImages": [{"image": "img-1", "frame": "first"},
+                                              {"image": "img-1", "frame": "last"}]}
+    with pytest.raises(ValueError):  # a loop has no last image of its own
+        build_task(r, task_uuid=task_uuid, runware=CFG.runware, first_image="img-1", last_image="img-2")
+    assert resolve(first_frame_size=(1280, 720)).loop is False
+
+
+LOOP_REFUSALS = [
+    ({}, "`loop`: is on but no first_frame was given; allowed: loop only together with a first_frame "
+         "(the video ends on the frame it starts from)."),
+    ({"first_frame_size": (1280, 720), "has_last_frame": True},
+     "`loop`: is on and a last_frame was given; allowed: loop or a last_frame, not both: loop uses the "
+     "first frame as the last."),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), LOOP_REFUSALS)
+def test_loop_refusals_name_the_field_value_and_what_is_allowed(kwargs, message):
+    with pytest.raises(InvalidInput) as info:
+        resolve(loop=True, **kwargs)
+    assert (info.value.field, info.value.message) == ("loop", message)
+
+
+def test_loop_with_a_model_without_last_frames_names_the_models_that_take_them():
+    cfg = Config.model_validate({"models": {"kling-2.5-turbo-pro": {"last_frame": False}}})
+    with pytest.raises(InvalidInput) as info:
+        resolve_request(cfg, prompt="a fox", first_frame_size=(800, 800), loop=True)
+    assert info.value.message == ("`loop`: is on, but Kling 2.5 Turbo Pro takes no last frame; allowed: loop "
+                                  "with a model that takes a last frame: Kling 2.1 Pro (kling-2.1-pro).")
+    none = Config.model_validate({"models": {"kling-2.5-turbo-pro": {"last_frame": False},
+                                             "kling-2.1-pro": {"last_frame": False}}})
+    with pytest.raises(InvalidInput, match="none of the configured models takes a last frame"):
+        resolve_request(none, prompt="a fox", first_frame_size=(800, 800), loop=True)
+
+
+def test_loop_must_be_a_boolean():
+    with pytest.raises(InvalidInput, match="`loop` = 'yes' is not allowed; allowed: true or false"):
+        resolve(first_frame_size=(800, 800), loop="yes")
+
+
+def test_a_stored_loop_without_its_first_frame_is_not_a_request():
+    stored = resolve(first_frame_size=(1280, 720), loop=True).model_dump(mode="json")
+    assert ResolvedRequest.model_validate(stored).loop is True
+    with pytest.raises(ValueError):
+        ResolvedRequest.model_validate({**stored, "has_first_frame": False})
+    with pytest.raises(ValueError):
+        ResolvedRequest.model_validate({**stored, "has_last_frame": True})

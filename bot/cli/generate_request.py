@@ -61,6 +61,7 @@ def resolve_from_args(cfg: Config, args: argparse.Namespace) -> tuple[ResolvedRe
         quality=args.quality,
         first_frame_size=(first.width, first.height) if first else None,
         has_last_frame=last is not None,
+        loop=args.loop,
     )
     return request, first, last
 
@@ -81,7 +82,8 @@ def dry_run(cfg: Config, args: argparse.Namespace) -> int:
     spec = cfg.models[request.model_key]
     print(
         f"{spec.label}: {request.width}x{request.height}, {request.duration} s, "
-        f"{request.variations} variation(s), estimated {micro_to_usd(request.estimate_micro)}. "
+        f"{request.variations} variation(s){', a loop (ends on its first frame)' if request.loop else ''}, "
+        f"estimated {micro_to_usd(request.estimate_micro)}. "
         "Dry run: nothing sent, nothing reserved."
     )
     print(json.dumps({"tasks": [wire]}, indent=2))

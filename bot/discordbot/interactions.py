@@ -51,6 +51,7 @@ class VideoOptions:
     variations: int | None = None
     format: str | None = None
     quality: int | None = None
+    loop: bool = False
 
 
 def resolve(bot: KlingBot, opts: VideoOptions, first: CheckedImage | None, has_first: bool,
@@ -69,6 +70,7 @@ def resolve(bot: KlingBot, opts: VideoOptions, first: CheckedImage | None, has_f
         quality=opts.quality,
         first_frame_size=size,
         has_last_frame=has_last,
+        loop=opts.loop,
     )
 
 

@@ -101,8 +101,15 @@ def _spec_fields(embed: discord.Embed, job: JobRecord) -> None:
     embed.add_field(name="Size", value=size_text(job))
     embed.add_field(name="Duration", value=f"{job.duration_s} s")
     embed.add_field(name="Variations", value=str(job.variations))
+    if is_loop(job):
+        embed.add_field(name="Loop", value=LOOP_TEXT)
 
 
+def is_loop(job: JobRecord) -> bool:
+    return bool(_param(job, "loop"))
+
+
+LOOP_TEXT = "yes: ends on its first frame"
 FITTING_LINE = "Fitting the video to Discord's size limit…"
 
 

@@ -19,9 +19,11 @@ from bot.discordbot.render_job import (
     COLOR_FAILED,
     COLOR_QUEUED,
     COLOR_RUNNING,
+    LOOP_TEXT,
     clip,
     discord_time,
     fmt_seconds,
+    is_loop,
     shown_prompt,
     size_text,
     time_taken,
@@ -92,8 +94,10 @@ def details_embed(
     quality = _param(job, "quality")
     embed.add_field(name="Quality", value="default" if quality is None else str(quality))
     first, last = bool(_param(job, "has_first_frame")), bool(_param(job, "has_last_frame"))
-    frames = f"first: {'yes' if first else 'no'}, last: {'yes' if last else 'no'}"
-    embed.add_field(name="Frames", value=frames)
+    loop = is_loop(job)
+    last_text = "the first (loop)" if loop else "yes" if last else "no"
+    embed.add_field(name="Frames", value=f"first: {'yes' if first else 'no'}, last: {last_text}")
+    embed.add_field(name="Loop", value=LOOP_TEXT if loop else "no")
     negative = _param(job, "negative_prompt")
     embed.add_field(name="Negative prompt", value=shown_prompt(negative, FIELD_MAX) if negative else "none",
                     inline=False)
@@ -240,6 +244,8 @@ def job_message(
     embed.add_field(name="Size", value=size_text(job))
     embed.add_field(name="Duration", value=f"{job.duration_s} s")
     embed.add_field(name="Variations", value=str(job.variations))
+    if is_loop(job):
+        embed.add_field(name="Loop", value=LOOP_TEXT)
     embed.add_field(name="Created", value=discord_time(job.created_at, "f"))
     seeds = [str(i.result.seed) for i in items if i.result.seed is not None]
     if seeds:

@@ -55,7 +55,8 @@ def _params(job: JobRecord) -> ResolvedRequest:
 
 
 async def plan_extend(engine: Engine, job: JobRecord, video: int) -> PlannedJob:
-    """Extend video ``video`` (1-based) of ``job``: its last frame, checked like an attachment."""
+    """Extend video ``video`` (1-based) of ``job``: its last frame, checked like an attachment. A loop
+    stays a loop: the extension ends on its own new first frame."""
     if job.state != "succeeded":
         raise UserFacingError(f"Job #{job.id} has no finished video to extend.")
     videos = await videos_of(engine, job)
@@ -73,7 +74,7 @@ async def plan_extend(engine: Engine, job: JobRecord, video: int) -> PlannedJob:
         engine.cfg, prompt=source.prompt, model=source.model_key, duration=source.duration, aspect=source.aspect,
         negative_prompt=source.negative_prompt, cfg_scale=source.cfg_scale, variations=source.variations,
         output_format=source.output_format, quality=source.quality,
-        first_frame_size=(frame.width, frame.height), has_last_frame=False,
+        first_frame_size=(frame.width, frame.height), has_last_frame=False, loop=source.loop,
     ).model_copy(update={"extends_job_id": job.id, "extends_video": video})
     return PlannedJob(source=job, request=request, first=frame)
 
@@ -109,7 +110,7 @@ def plan_remix(engine: Engine, job: JobRecord, *, prompt: str, negative_prompt: 
         negative_prompt=negative_prompt or None, cfg_scale=cfg_scale, variations=source.variations,
         output_format=source.output_format, quality=source.quality,
         first_frame_size=(source.width, source.height) if source.has_first_frame else None,
-        has_last_frame=source.has_last_frame,
+        has_last_frame=source.has_last_frame, loop=source.loop,
     )
     return PlannedJob(source=job, request=request, image_uuids=uuids)
 

@@ -59,6 +59,41 @@ def test_dry_run_json_with_first_and_last_frames(tmp_path, model, model_id, size
     assert not (tmp_path / "data").exists()  # nothing reserved: no database was even created
 
 
+def test_dry_run_loop_shows_the_first_frame_as_the_last_one_too(tmp_path):
+    first = make_png(tmp_path / "first.png", (1280, 720))
+    proc = run_cli("generate", "--dry-run", "--json", "a lantern swaying", "--first-frame", first, "--loop",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (task,) = json.loads(proc.stdout.strip().splitlines()[-1])["tasks"]
+    [start, end] = task["inputs"]["frameImages"]
+    assert (start["frame"], end["frame"]) == ("first", "last")
+    assert start["image"] == end["image"] and decode_data_uri(start["image"]).size == (1280, 720)
+    human = run_cli("generate", "--dry-run", "a lantern swaying", "--first-frame", first, "--loop", cwd=tmp_path)
+    assert "a loop (ends on its first frame)" in human.stdout.partition("\n")[0]
+
+
+@pytest.mark.parametrize(("frames", "words"), [
+    ((), "`loop`: is on but no first_frame was given; allowed: loop only together with a first_frame"),
+    (("--first-frame", "--last-frame"), "`loop`: is on and a last_frame was given; allowed: loop or a "
+                                        "last_frame, not both: loop uses the first frame as the last."),
+])
+def test_loop_refusals_exit_2(tmp_path, frames, words):
+    files = [arg for flag in frames for arg in (flag, make_png(tmp_path / f"{flag[2:]}.png", (1280, 720)))]
+    proc = run_cli("generate", "--dry-run", "a lantern", "--loop", *files, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert words in proc.stderr
+
+
+def test_loop_on_a_model_without_last_frames_exits_2_naming_the_models_that_take_one(tmp_path):
+    (tmp_path / "config.toml").write_text('[models."kling-2.1-pro"]\nlast_frame = false\n')
+    first = make_png(tmp_path / "first.png", (1920, 1080))
+    proc = run_cli("generate", "--dry-run", "a lantern", "--loop", "--first-frame", first, "--model",
+                   "kling-2.1-pro", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert ("`loop`: is on, but Kling 2.1 Pro takes no last frame; allowed: loop with a model that takes a "
+            "last frame: Kling 2.5 Turbo Pro (kling-2.5-turbo-pro).") in proc.stderr
+
+
 def test_kling_21_without_first_frame_exits_2_naming_it(tmp_path):
     proc = run_cli("generate", "--dry-run", "--json", "a fox", "--model", "kling-2.1-pro", cwd=tmp_path)
     assert proc.returncode == 2

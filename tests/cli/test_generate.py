@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from bot.db.records import JobRecord  # noqa: F401  (the package imports cleanly without discord)
-from tests.fakes.processes import cli_env, free_port, last_json, run_cli, simulator_process
+from bot.simulator import run_simulator
+from tests.fakes.processes import cli, cli_env, free_port, last_json, run_cli, simulator_process
 
 MP4_BRAND = b"ftyp"
 
@@ -188,3 +189,23 @@ def test_an_out_folder_that_cannot_be_made_exits_2_before_anything_is_reserved(t
     assert "`--out`" in proc.stderr and "cannot be created" in proc.stderr
     assert last_json(proc.stdout)["status"] == "invalid"
     assert not (tmp_path / "data").exists()  # no database, so nothing was reserved
+
+
+async def test_loop_sends_the_first_frame_as_the_last_one_uploaded_once(tmp_path):
+    # The simulator in this process, the CLI a process of its own: the task Runware receives is asserted.
+    async with run_simulator(api_key="k-loop", base_generation_s=0.5) as sim:
+        (tmp_path / "config.toml").write_text(
+            f'[runware]\napi_url = "{sim.url}"\ndownload_hosts = ["127.0.0.1"]\n'
+            "first_poll_after_s = 0.2\npoll_interval_s = 0.2\n"
+        )
+        first = frame(tmp_path / "first.png", (1280, 720), (250, 120, 20))
+        code, out, err = await cli(tmp_path, "generate", "--json", "a lantern swaying", "--first-frame", first,
+                                   "--loop", "--out", str(tmp_path / "clips"),
+                                   env_extra={"RUNWARE_API_KEY": "k-loop"})
+        assert code == 0, err
+        assert last_json(out)["status"] == "delivered"
+        [task] = sim.stats.tasks.values()
+        [image_uuid] = sim.images
+        assert task.body["inputs"] == {"frameImages": [{"image": image_uuid, "frame": "first"},
+                                                       {"image": image_uuid, "frame": "last"}]}
+        assert sim.stats.upload_tasks == 1

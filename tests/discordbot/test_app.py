@@ -18,7 +18,7 @@ from bot.discordbot.sink import REFUSALS_BEFORE_DM
 from tests.fakes.world import BotWorld, launch, started_world
 
 VIDEO_OPTIONS = ["prompt", "model", "first_frame", "last_frame", "duration", "aspect", "negative_prompt",
-                 "cfg_scale", "variations", "format", "quality"]
+                 "cfg_scale", "variations", "format", "quality", "loop"]
 
 
 async def test_video_command_is_registered_with_its_options_and_choices(world: BotWorld) -> None:
@@ -37,6 +37,8 @@ async def test_video_command_is_registered_with_its_options_and_choices(world: B
     assert (options["variations"]["min_value"], options["variations"]["max_value"]) == (1, 4)
     assert (options["quality"]["min_value"], options["quality"]["max_value"]) == (20, 99)
     assert options["first_frame"]["type"] == 11 and options["last_frame"]["type"] == 11
+    assert (options["loop"]["type"], options["loop"].get("required", False)) == (5, False)  # an optional boolean
+    assert options["loop"]["description"].startswith("End on the first frame: a seamless loop")
 
     # Job ids go up to Discord's largest integer option (2^53 - 1); 2^53 makes Discord refuse the whole
     # registration, and the fake with it (its schema check).

@@ -152,6 +152,20 @@ async def test_every_documented_key_and_frame_shape_is_accepted(client, sim):
     assert sim.stats.tasks[full["taskUUID"]].body == full
 
 
+@pytest.mark.parametrize(("model", "size"), [(T25, (1280, 720)), (T21, (1920, 1080))])
+async def test_one_uploaded_image_as_both_first_and_last_frame_is_accepted(client, sim, model, size):
+    # A loop: the model pages allow any image in either position; nothing says the two must differ.
+    status, body = await call(client, sim, [{"taskType": "imageUpload", "taskUUID": str(uuid.uuid4()),
+                                             "image": PNG_URI}])
+    image_uuid = body["data"][0]["imageUUID"]
+    task = video_task(model, width=size[0], height=size[1],
+                      inputs={"frameImages": [{"image": image_uuid, "frame": "first"},
+                                              {"image": image_uuid, "frame": "last"}]})
+    status, body = await call(client, sim, [task])
+    assert status == 200 and "errors" not in body, body
+    assert sim.stats.tasks[task["taskUUID"]].body == task
+
+
 async def test_one_bad_task_does_not_sink_the_others(client, sim):
     good, bad = video_task(), video_task(duration=8)
     status, body = await call(client, sim, [good, bad])

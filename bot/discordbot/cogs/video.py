@@ -38,6 +38,7 @@ DESCRIPTIONS = {
     "variations": "How many videos to make, 1 to 4 (each is charged)",
     "format": "File format (default MP4)",
     "quality": "Output quality, 20 to 99",
+    "loop": "End on the first frame: a seamless loop (needs a first frame)",
 }
 
 
@@ -59,13 +60,14 @@ def build_video_command(bot: KlingBot) -> app_commands.Command:
         variations: Range[int, VARIATIONS_MIN, VARIATIONS_MAX] | None = None,
         format: str | None = None,  # noqa: A002 - the option's public name (SPEC 2.3)
         quality: Range[int, QUALITY_MIN, QUALITY_MAX] | None = None,
+        loop: bool | None = None,
     ) -> None:
         # First, at once: Discord wants an answer within 3 s, and downloads take longer.
         await interaction.response.defer(ephemeral=True, thinking=True)
         options = VideoOptions(
             prompt=prompt, model=model, first_frame=first_frame, last_frame=last_frame, duration=duration,
             aspect=aspect, negative_prompt=negative_prompt, cfg_scale=cfg_scale, variations=variations,
-            format=format, quality=quality,
+            format=format, quality=quality, loop=bool(loop),
         )
         await handle_video(bot, interaction, options)
 
