@@ -3,7 +3,7 @@ Runware's videoInference task. Field names in errors are the slash command's opt
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -42,6 +42,8 @@ class ResolvedRequest(BaseModel):
     # Set on an Extend: the job and video (1-based) whose last frame is this job's first frame.
     extends_job_id: int | None = None
     extends_video: int | None = None
+    # How a job with a parent was asked for (Details names it); None for a /video of its own.
+    origin: Literal["reroll", "extend", "remix"] | None = None
 
     @model_validator(mode="after")
     def _loop_has_one_frame(self) -> ResolvedRequest:

@@ -33,6 +33,8 @@ from bot.usd import micro_to_usd
 
 SNIPPET = 60
 HISTORY_MAX = 25
+# How a job came from its parent (the request's origin); older jobs have none: they were re-rolls.
+PARENT_LABELS = {"reroll": "Re-roll of", "extend": "Extension of", "remix": "Remix of"}
 
 
 def _param(job: JobRecord, name: str, default: Any = None) -> Any:
@@ -125,7 +127,8 @@ def details_embed(
     if taken is not None:
         embed.add_field(name="Time taken", value=fmt_seconds(taken))
     if job.parent_job_id:
-        embed.add_field(name="Re-roll of", value=f"job #{job.parent_job_id}")
+        embed.add_field(name=PARENT_LABELS.get(_param(job, "origin"), "Re-roll of"),
+                        value=f"job #{job.parent_job_id}")
     return embed
 
 

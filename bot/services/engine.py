@@ -295,7 +295,7 @@ class Engine:
         source = await get_job(self.db, job_id)
         if source is None or source.guild_id != member.guild_id:
             raise UserFacingError(f"Job #{job_id} does not exist here.")
-        request = ResolvedRequest.model_validate(source.params)
+        request = ResolvedRequest.model_validate(source.params).model_copy(update={"origin": "reroll"})
         missing = [n for n, has in (("first", request.has_first_frame), ("last", request.has_last_frame))
                    if has and n not in (source.image_uuids or {})]
         if missing:

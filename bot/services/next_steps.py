@@ -75,7 +75,7 @@ async def plan_extend(engine: Engine, job: JobRecord, video: int) -> PlannedJob:
         negative_prompt=source.negative_prompt, cfg_scale=source.cfg_scale, variations=source.variations,
         output_format=source.output_format, quality=source.quality,
         first_frame_size=(frame.width, frame.height), has_last_frame=False, loop=source.loop,
-    ).model_copy(update={"extends_job_id": job.id, "extends_video": video})
+    ).model_copy(update={"extends_job_id": job.id, "extends_video": video, "origin": "extend"})
     return PlannedJob(source=job, request=request, first=frame)
 
 
@@ -111,7 +111,7 @@ def plan_remix(engine: Engine, job: JobRecord, *, prompt: str, negative_prompt: 
         output_format=source.output_format, quality=source.quality,
         first_frame_size=(source.width, source.height) if source.has_first_frame else None,
         has_last_frame=source.has_last_frame, loop=source.loop,
-    )
+    ).model_copy(update={"origin": "remix"})
     return PlannedJob(source=job, request=request, image_uuids=uuids)
 
 

@@ -53,6 +53,13 @@ async def reserves(w: BotWorld) -> list[tuple[int | None, int]]:
     return [(r.job_id, r.user_id) for r in await w.ledger() if r.kind == "reserve"]
 
 
+async def details_fields(w: BotWorld, message: object, job_id: int) -> dict[str, str]:
+    """The fields of the Details a member gets for ``job_id`` from ``message``'s button."""
+    clicked = await w.fake.click_button(message, f"klingbot:details:{job_id}")
+    reply = await w.wait(lambda: callback(w, clicked))
+    return {f["name"]: f["value"] for f in reply.data["embeds"][0]["fields"]}
+
+
 async def test_extend_after_a_restart_continues_from_the_last_frame(tmp_path: Path) -> None:
     async with started_world(tmp_path) as w:
         w.sim.video_bytes = 300_000  # a real 1280x720, 5 s video
@@ -81,6 +88,15 @@ async def test_extend_after_a_restart_continues_from_the_last_frame(tmp_path: Pa
         [_, extended] = await w.wait_result(2)
         fields = {f["name"]: f["value"] for f in extended.embeds[0]["fields"]}
         assert fields["Extends"] == "job #1, video 1"
+        assert (await details_fields(w, extended, 2))["Extension of"] == "job #1"
+        # A re-roll of the extension is a re-roll of it (from the same frame, so it still extends job #1).
+        reroll = await w.fake.click_button(extended, "klingbot:reroll:2")
+        assert "as job #3" in await w.answer(reroll, "Re-rolling")
+        await w.wait_submitted(3)
+        w.sim.finish_all()
+        rerolled = (await w.wait_result(3))[-1]
+        fields = await details_fields(w, rerolled, 3)
+        assert fields["Re-roll of"] == "job #2" and "Extension of" not in fields
 
 
 async def test_extend_with_several_videos_asks_which(world: BotWorld) -> None:
@@ -130,6 +146,10 @@ async def test_remix_after_a_restart_keeps_the_frames_and_takes_the_new_texts(tm
         assert t2["inputs"]["frameImages"] == t1["inputs"]["frameImages"]  # the same uploaded frame
         assert w.sim.stats.upload_tasks == 1
         assert await reserves(w) == [(1, w.seed.user_id), (2, OTHER_USER)]
+        w.sim.finish_all()
+        remixed = (await w.wait_result(2))[-1]
+        fields = await details_fields(w, remixed, 2)
+        assert fields["Remix of"] == "job #1" and "Re-roll of" not in fields
 
         # A bad value is named, and nothing starts.
         again = await w.fake.click_button(result, "klingbot:remix:1", user_id=OTHER_USER)
