@@ -42,7 +42,8 @@ def fit_limit_from_args(args: argparse.Namespace) -> int | None:
 
 def resolve_from_args(cfg: Config, args: argparse.Namespace) -> tuple[ResolvedRequest, CheckedImage | None,
                                                                       CheckedImage | None]:
-    """Validate the flags exactly as /video validates its options (fields first, then frames)."""
+    """Validate the flags exactly as /video validates its options: the frame files are read and
+    checked first (the first frame's size picks the aspect), then every field. Nothing is spent."""
     fit_limit_from_args(args)
     first = read_frame(args.first_frame, "first_frame")
     last = read_frame(args.last_frame, "last_frame")
