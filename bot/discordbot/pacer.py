@@ -34,6 +34,7 @@ EDIT = "edit"
 
 Lane = tuple[int, str]  # (channel id, CREATE | EDIT)
 RESET_MARGIN_S = 0.05  # start a little after Discord's window resets, not at the edge
+MAX_IDLE_BUCKETS = 1000  # past this many remembered buckets, the expired ones are forgotten
 
 # A channel message create or edit, after the API version prefix of the path.
 _WRITE_PATHS = ((re.compile(r"(?:/api/v\d+)?/channels/(\d+)/messages"), "POST", CREATE),
@@ -158,6 +159,10 @@ class ChannelPacer:
     def pending(self, channel_id: int) -> int:
         return sum(len(self._queues.get((channel_id, kind), ())) for kind in (CREATE, EDIT))
 
+    def remembered_buckets(self) -> int:
+        """How many lanes' Discord windows are remembered (tests look at it)."""
+        return len(self._buckets)
+
     def waiting(self, channel_id: int, kind: str) -> list[_Item]:
         """The items waiting in one lane (tests look at them)."""
         return list(self._queues.get((channel_id, kind), ()))
@@ -229,8 +234,12 @@ class ChannelPacer:
         if remaining is None or reset_after is None:
             return
         limit = _header_number(headers, "X-RateLimit-Limit") or remaining + 1
+        now = self._clock()
+        if len(self._buckets) >= MAX_IDLE_BUCKETS:  # writes outside the pacer (DMs...) leave buckets behind
+            for stale in [k for k, b in self._buckets.items() if b.expired(now) and k not in self._workers]:
+                del self._buckets[stale]
         bucket = self._buckets.setdefault(lane, BucketWindow(self.window_s))
-        bucket.observe(self._clock(), limit=int(limit), remaining=int(remaining), reset_after_s=reset_after)
+        bucket.observe(now, limit=int(limit), remaining=int(remaining), reset_after_s=reset_after)
         self._poke(lane)
 
     def _window(self, lane: Lane) -> SlidingWindow | BucketWindow:

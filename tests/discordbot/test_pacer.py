@@ -9,6 +9,7 @@ import pytest
 from bot.discordbot.pacer import (
     CREATE,
     EDIT,
+    MAX_IDLE_BUCKETS,
     RESET_MARGIN_S,
     ROUTINE,
     URGENT,
@@ -326,3 +327,13 @@ async def test_answers_without_rate_limit_headers_leave_the_sliding_window_in_ch
 
     await gather(t, *(pacer.submit(1, work) for _ in range(3)))
     assert starts == [1000.0, 1000.0, 1005.0]
+
+
+def test_buckets_of_writes_outside_the_pacer_do_not_pile_up():
+    pacer, t = make()
+    for channel in range(MAX_IDLE_BUCKETS):
+        pacer.observe_response("POST", f"/api/v10/channels/{channel}/messages", _headers(4, 5.0))
+    assert pacer.remembered_buckets() == MAX_IDLE_BUCKETS
+    t.now += 10.0  # every window above has reset
+    pacer.observe_response("POST", "/api/v10/channels/999999/messages", _headers(4, 5.0))
+    assert pacer.remembered_buckets() == 1
