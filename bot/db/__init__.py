@@ -9,6 +9,7 @@ in this package, one synchronous function per query, grouped by concept and impo
     runs     one per engine process: its lease, its last poll round, which jobs it owns
     kv       bot-wide key/value state
     audit    the trail of moderator and operator actions
+    gallery  the results shared to a guild's gallery channel
     reports  usage reports straight from the ledger
 
 Typed rows are in records; the face (Database, Conn, transactions, migrations) in connection, the two

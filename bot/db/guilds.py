@@ -85,8 +85,8 @@ def delete_role_limits(c: Conn, guild_id: int, role_id: int) -> bool:
 # ---- guild settings ---------------------------------------------------------------------------
 
 _SETTINGS_COLUMNS = frozenset(
-    {"monthly_budget_micro", "paused", "pause_reason", "mod_role_id", "log_channel_id", "safety_mode",
-     "budget_warned_month", "budget_warned_level", "confirm_above_micro"}
+    {"monthly_budget_micro", "paused", "pause_reason", "mod_role_id", "log_channel_id", "gallery_channel_id",
+     "safety_mode", "budget_warned_month", "budget_warned_level", "confirm_above_micro"}
 )
 
 

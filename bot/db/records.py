@@ -176,6 +176,7 @@ class GuildSettings:
     pause_reason: str | None = None
     mod_role_id: int | None = None
     log_channel_id: int | None = None
+    gallery_channel_id: int | None = None  # where Share posts results (migration 008); None = no gallery
     safety_mode: str | None = None  # None = runware.safety_mode
     confirm_above_micro: int | None = None  # None = limits.confirm_above_usd; 0 = never ask
     budget_warned_month: str | None = None
@@ -186,6 +187,24 @@ class GuildSettings:
         data = {name: row[name] for name in _columns(cls)}
         data["paused"] = bool(data["paused"])
         return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryPost:
+    """A job shared to its guild's gallery (migration 008): claimed before the post is sent, with its
+    message id once Discord's answer is recorded."""
+
+    job_id: int
+    guild_id: int
+    channel_id: int
+    message_id: int | None  # None: claimed, the post not known to have reached Discord
+    replaced_message_id: int | None  # a deleted gallery post this one stands in for
+    shared_by: int
+    shared_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> GalleryPost:
+        return cls(**{name: row[name] for name in _columns(cls)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,8 +42,8 @@ from bot.services.metrics import Metrics, MetricsServer
 log = logging.getLogger(__name__)
 
 # Loaded in this order when the module exists (member and admin cogs arrive later).
-EXTENSIONS = tuple(f"bot.discordbot.cogs.{name}" for name in ("errors", "video", "buttons", "next_steps", "member",
-                                                                 "admin"))
+EXTENSIONS = tuple(f"bot.discordbot.cogs.{name}" for name in ("errors", "video", "buttons", "next_steps", "gallery",
+                                                                 "member", "admin"))
 ENGINE_STOP_TIMEOUT_S = 30.0
 # Discord allows 5 message writes per 5 s per channel; the extra half second absorbs latency jitter.
 PACE_LIMIT, PACE_WINDOW_S = 5, 5.5

@@ -82,9 +82,12 @@ def member_of(interaction: discord.Interaction) -> Member:
 
 def missing_permissions(interaction: discord.Interaction) -> list[str]:
     """The permissions the bot needs in this channel to post progress and results, by name."""
-    perms = interaction.app_permissions
+    return missing_from(interaction.app_permissions, in_thread=isinstance(interaction.channel, discord.Thread))
+
+
+def missing_from(perms: discord.Permissions, *, in_thread: bool) -> list[str]:
+    """Which of REQUIRED_PERMISSIONS ``perms`` lacks, by name (in a thread, sending is its own permission)."""
     missing = []
-    in_thread = isinstance(interaction.channel, discord.Thread)
     for attr, name in REQUIRED_PERMISSIONS:
         if attr == "send_messages" and in_thread:
             attr, name = "send_messages_in_threads", "Send Messages in Threads"

@@ -8,8 +8,10 @@ A nonce names the job and what the message is, so each message has its own: ``kb
 progress message, ``kb-j123-r`` the results, ``kb-j123-f`` the failure (or time-out) notice, ``kb-j123-l``
 the DM saying the bot lost the channel. A progress message posted because the member deleted the
 previous one names that one too (``kb-j123-p`` + 3 characters of its id): the record still holds the
-deleted id until the new one is stored, so a restart in between finds the same nonce again. Re-posts a
-member asks for (/job) are interaction responses, which Discord never de-duplicates.
+deleted id until the new one is stored, so a restart in between finds the same nonce again. A job's
+gallery post (the Share button) is ``kb-j123-g`` in the gallery channel, and ``kb-j123-g`` + 3 characters
+of the id of a deleted gallery post it stands in for. Re-posts a member asks for (/job) are interaction
+responses, which Discord never de-duplicates.
 """
 
 from __future__ import annotations
@@ -46,3 +48,8 @@ def final_nonce(job_id: int, succeeded: bool) -> str:
 
 def lost_channel_nonce(job_id: int) -> str:
     return _nonce(job_id, "l")
+
+
+def gallery_nonce(job_id: int, replacing: int | None = None) -> str:
+    """The job's post in its guild's gallery; ``replacing`` is the id of a deleted one it stands in for."""
+    return _nonce(job_id, "g" if replacing is None else "g" + _base36(replacing, 3))

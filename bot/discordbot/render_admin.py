@@ -30,12 +30,13 @@ ACTION_LABELS = {
     "channels.add": "added the generation channel", "channels.remove": "removed the generation channel",
     "blocklist.add": "blocked the term", "blocklist.remove": "unblocked the term",
     "budget.set": "set the monthly budget", "modrole.set": "set the moderator role",
-    "logchannel.set": "set the log channel", "safety.mode": "set the content check",
+    "logchannel.set": "set the log channel", "gallery.set": "set the gallery channel",
+    "safety.mode": "set the content check",
     "usage.export": "exported usage",
 }
 # Actions whose before/after hold only ids and numbers (never member-written text): their
 # ``user:1`` / ``role:1`` / ``channel:1`` tokens are shown as mentions.
-_STRUCTURED = {"channels.add", "channels.remove", "modrole.set", "logchannel.set", "refund"}
+_STRUCTURED = {"channels.add", "channels.remove", "modrole.set", "logchannel.set", "gallery.set", "refund"}
 _LIMITS = {"quota.set", "quota.reset", "role_quota.set", "role_quota.clear"}  # shown as code
 _REF = re.compile(r"\b(user|role|channel|job):(\d+)\b")
 PERIOD_LABELS = {"today": "today", "7d": "in the last 7 days", "month": "this month", "all": "all time"}

@@ -88,6 +88,7 @@ def samples(w: BotWorld) -> dict[str, dict]:
         "blocklist add": {"term": "gore"}, "blocklist remove": {"term": "gore"}, "blocklist list": {},
         "budget set": {"amount": "50"}, "modrole set": {"role": ROLE}, "modrole clear": {},
         "logchannel set": {"channel": LOG}, "logchannel clear": {}, "safety mode": {"mode": "full"},
+        "gallery set": {"channel": OTHER_CHANNEL}, "gallery clear": {},
         "confirm set": {"amount": "2"},
         "usage": {"period": "all", "by": "user"}, "refund": {"job": 1, "reason": "x"}, "audit": {"count": 5},
     }
@@ -111,6 +112,7 @@ async def test_a_member_is_refused_everything_even_when_the_server_loosened_it(w
     assert await audit_rows(w) == []
     settings = await get_guild_settings(w.bot.db, w.seed.guild_id)
     assert not settings.paused and settings.mod_role_id is None and settings.log_channel_id is None
+    assert settings.gallery_channel_id is None
     assert await get_ban(w.bot.db, w.seed.guild_id, w.seed.user_id) is None
 
 
@@ -141,6 +143,9 @@ async def test_each_subcommand_answers_and_is_audited(world: BotWorld) -> None:
         ("confirm set", {"amount": "2.50"}, "confirm.set", None, "default (never) → $2.50"),
         ("logchannel set", {"channel": LOG}, "logchannel.set", f"channel:{LOG}", f"none → <#{LOG}>"),
         ("logchannel clear", {}, "logchannel.set", None, f"<#{LOG}> → none"),
+        ("gallery set", {"channel": OTHER_CHANNEL}, "gallery.set", f"channel:{OTHER_CHANNEL}",
+         f"none → <#{OTHER_CHANNEL}>"),
+        ("gallery clear", {}, "gallery.set", None, f"<#{OTHER_CHANNEL}> → none"),
     ]
     for number, (path, options, action, target, shown) in enumerate(steps, start=1):
         text = await text_of(w, await admin(w, path, options))

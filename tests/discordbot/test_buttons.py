@@ -65,7 +65,13 @@ async def test_components_per_stage_and_custom_ids() -> None:
 
     assert ids("progress", running) == ["klingbot:cancel:7"]
     assert ids("result", replace(running, state="succeeded")) == [
-        "klingbot:reroll:7", "klingbot:extend:7", "klingbot:remix:7", "klingbot:details:7", "klingbot:delete:7"]
+        "klingbot:reroll:7", "klingbot:extend:7", "klingbot:remix:7", "klingbot:share:7", "klingbot:details:7",
+        "klingbot:delete:7"]
+    # At most 5 buttons in an action row (Discord's limit): what makes another video, then this one's.
+    rows = [item.row for item in components_for(replace(running, state="succeeded"), "result").children]
+    assert rows == [0, 0, 0, 1, 1, 1]
+    # No gallery outside a server: a DM job's result has no Share.
+    assert "klingbot:share:7" not in ids("result", replace(running, state="succeeded", guild_id=-1))
     assert ids("failure", replace(running, state="failed")) == ["klingbot:reroll:7", "klingbot:details:7",
                                                                 "klingbot:delete:7"]
     assert ids("progress", replace(running, cancel_requested=True)) is None  # nothing to press now
@@ -81,7 +87,7 @@ async def test_reroll_repeats_the_request_and_frames_charged_to_the_clicker(worl
     result = await finished_job(w, {"prompt": "the red square spins", "cfg_scale": 0.7, "quality": 80,
                                     "negative_prompt": "blurry"}, attachments={"first_frame": first})
     assert result.custom_ids() == ["klingbot:reroll:1", "klingbot:extend:1", "klingbot:remix:1",
-                                   "klingbot:details:1", "klingbot:delete:1"]
+                                   "klingbot:share:1", "klingbot:details:1", "klingbot:delete:1"]
     assert w.sim.stats.upload_tasks == 1
 
     clicked = await w.fake.click_button(result, "klingbot:reroll:1", user_id=OTHER_USER)

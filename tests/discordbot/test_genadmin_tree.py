@@ -47,7 +47,7 @@ async def test_every_subcommand_is_in_the_tree():
     assert paths == sorted([
         "audit", "ban", "blocklist add", "blocklist list", "blocklist remove", "budget set",
         "channels add", "channels list", "channels remove", "confirm set", "credit",
-        "logchannel clear", "logchannel set",
+        "gallery clear", "gallery set", "logchannel clear", "logchannel set",
         "modrole clear", "modrole set", "pause", "quota reset", "quota set", "quota show", "refund",
         "resume", "role-quota clear", "role-quota set", "safety mode", "unban", "usage",
     ])

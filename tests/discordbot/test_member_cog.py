@@ -127,7 +127,7 @@ async def test_job_reposts_the_video_with_its_buttons(world: BotWorld) -> None:
     assert message.content.startswith(f"Job #{job_id}: 1 video(s) attached.")
     assert [a["data"] for a in message.attachments] == [w.sim.mp4]
     assert message.custom_ids() == [f"klingbot:{action}:{job_id}"
-                                    for action in ("reroll", "extend", "remix", "details", "delete")]
+                                    for action in ("reroll", "extend", "remix", "share", "details", "delete")]
     assert message.notified_user_ids == []  # a re-post pings no one
     assert "repost me" in message.embeds[0]["description"]
 

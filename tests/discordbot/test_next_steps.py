@@ -65,7 +65,7 @@ async def test_extend_after_a_restart_continues_from_the_last_frame(tmp_path: Pa
         w.sim.video_bytes = 300_000  # a real 1280x720, 5 s video
         result = await finished_job(w, {"prompt": "a red fox running through snow", "cfg_scale": 0.6})
         assert result.custom_ids() == ["klingbot:reroll:1", "klingbot:extend:1", "klingbot:remix:1",
-                                       "klingbot:details:1", "klingbot:delete:1"]
+                                       "klingbot:share:1", "klingbot:details:1", "klingbot:delete:1"]
         [video] = result.attachments
         await w.wait_notified(1)
         await w.stop_bot()

@@ -30,7 +30,8 @@ async def test_each_message_of_a_job_has_its_own_nonce(world: BotWorld) -> None:
     assert result.attachments and "did not produce a video" in failure.content
     # The failure notice carries Re-roll, Details and Delete; a result Extend and Remix too.
     assert failure.custom_ids() == ["klingbot:reroll:2", "klingbot:details:2", "klingbot:delete:2"]
-    assert result.custom_ids() == [f"klingbot:{a}:1" for a in ("reroll", "extend", "remix", "details", "delete")]
+    assert result.custom_ids() == [f"klingbot:{a}:1" for a in ("reroll", "extend", "remix", "share", "details",
+                                                                "delete")]
 
 
 async def test_a_result_whose_answer_was_lost_is_not_posted_again(world: BotWorld) -> None:

@@ -87,6 +87,7 @@ class FakeDiscord(RestRoutes, GatewayMixin, PlatformEdges):
         self.dm_channels: dict[int, dict] = {}  # channel id -> DM channel
         self.dm_closed: set[int] = set()  # users whose DMs refuse the bot (50007)
         self.denied_channels: set[int] = set()  # channels where the bot has no permission at all
+        self.channel_denies: dict[int, int] = {}  # channel id -> the permissions the bot lacks there
         # Records.
         self.calls: list[Call] = []
         self.unhandled: list[str] = []
@@ -202,16 +203,21 @@ class FakeDiscord(RestRoutes, GatewayMixin, PlatformEdges):
         """Set the bot's managed role (the @everyone role still adds its own permissions)."""
         self.set_role_permissions(guild_id, self.guilds[guild_id].bot_role_id, permissions)
 
-    def deny_channel(self, channel_id: int, denied: bool = True) -> None:
-        """The bot loses (or regains) every permission in one channel, via a member overwrite."""
+    def deny_channel(self, channel_id: int, denied: bool = True, *, permissions: int = ALL_PERMISSIONS) -> None:
+        """The bot loses (or regains) ``permissions`` (default: every one) in one channel, via a member
+        overwrite."""
         channel, guild_id = self._find_channel(channel_id)
         assert channel is not None and guild_id is not None, "deny_channel takes a guild channel"
         self.denied_channels.discard(channel_id)
+        self.channel_denies.pop(channel_id, None)
         channel["permission_overwrites"] = []
         if denied:
-            self.denied_channels.add(channel_id)
+            if permissions == ALL_PERMISSIONS:
+                self.denied_channels.add(channel_id)
+            else:
+                self.channel_denies[channel_id] = permissions
             channel["permission_overwrites"] = [
-                {"id": str(self.bot_user_id), "type": 1, "allow": "0", "deny": str(ALL_PERMISSIONS)}]
+                {"id": str(self.bot_user_id), "type": 1, "allow": "0", "deny": str(permissions)}]
         self._announce("CHANNEL_UPDATE", channel)
 
     def delete_channel(self, channel_id: int) -> None:

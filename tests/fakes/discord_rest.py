@@ -112,7 +112,8 @@ class RestRoutes:
             return VIEW_CHANNEL | SEND_MESSAGES | ATTACH_FILES | EMBED_LINKS | READ_MESSAGE_HISTORY
         if channel_id in self.denied_channels:
             return 0
-        return member_permissions(self.guilds[guild_id], self.bot_user_id)
+        denied = self.channel_denies.get(channel_id, 0) if channel_id is not None else 0
+        return member_permissions(self.guilds[guild_id], self.bot_user_id) & ~denied
 
     def _find_channel(self, channel_id: int) -> tuple[dict | None, int | None]:
         """(channel, guild id); guild id None for a DM channel."""

@@ -225,6 +225,13 @@ async def test_faults_surface_as_discord_errors(fake: FakeDiscord, bot: DemoBot)
     with pytest.raises(discord.Forbidden) as forbidden:
         await channel.send("z")
     assert forbidden.value.code == 50013
+    # Some permissions only: text still goes out, files do not (as on Discord), and the cache agrees.
+    fake.deny_channel(seed.channel_id, permissions=1 << 15)  # Attach Files
+    await fake.wait_for(lambda: channel.permissions_for(channel.guild.me).send_messages)
+    assert not channel.permissions_for(channel.guild.me).attach_files
+    await channel.send("text is fine")
+    with pytest.raises(discord.Forbidden):
+        await channel.send(file=discord.File(io.BytesIO(b"x"), "a.mp4"))
     fake.deny_channel(seed.channel_id, denied=False)
     fake.max_upload_bytes = 100
     with pytest.raises(discord.HTTPException) as too_big:

@@ -1,6 +1,6 @@
 """/genadmin, the moderator console (SPEC 2.3): the root group with its top-level subcommands
 (credit, ban, unban, refund; pause, resume, usage, audit), the subgroups from admin_members.py
-(quota, role-quota) and admin_guild.py (channels, blocklist, budget, modrole, logchannel, safety),
+(quota, role-quota) and admin_guild.py (channels, blocklist, budget, modrole, logchannel, gallery, safety),
 and the cog: the run-time moderator check, the replies, the log channel, and the loop that posts
 budget warnings.
 

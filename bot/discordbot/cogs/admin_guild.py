@@ -1,6 +1,6 @@
 """/genadmin groups about the whole server: channels add|remove|list, blocklist add|remove|list,
-budget set, modrole set|clear, logchannel set|clear, safety mode, confirm set. The server commands at the top
-level (pause, resume, usage, audit) are methods of the root group in admin.py."""
+budget set, modrole set|clear, logchannel set|clear, gallery set|clear, safety mode, confirm set. The
+server commands at the top level (pause, resume, usage, audit) are methods of the root group in admin.py."""
 
 # No `from __future__ import annotations`: discord.py reads the callbacks' annotations at runtime.
 
@@ -9,9 +9,11 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 
 from bot.config import SAFETY_MODES
-from bot.discordbot import render_admin
+from bot.discordbot import render_admin, render_gallery
 from bot.discordbot.cogs.admin_group import WHY, ConsoleGroup, Reason
 from bot.discordbot.options import Channel
+from bot.discordbot.permissions import bot_missing_in
+from bot.errors import NotPermitted
 from bot.services.moderation.guild import MAX_TERM
 from bot.services.moderation.limits import parse_usd_limit
 
@@ -108,6 +110,27 @@ class LogChannel(ConsoleGroup, name="logchannel", description="Where moderator a
         await self.console.done(interaction, change)
 
 
+class Gallery(ConsoleGroup, name="gallery", description="Where members share their best videos"):
+    @app_commands.command(name="set", description="Post the results members share (their Share button) in a channel")
+    @app_commands.describe(channel="The gallery channel", reason=WHY)
+    async def set_channel(self, interaction: discord.Interaction, channel: Channel,
+                          reason: Reason | None = None) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        # Refused before anything is written: a gallery the bot cannot post in would fail every share.
+        missing = await bot_missing_in(interaction.client, guild_id, channel.id)
+        if missing is None or missing:
+            raise NotPermitted(render_gallery.unusable_channel(channel.id, missing))
+        change = await self.console.mod.set_gallery(guild_id, channel.id, actor=actor, reason=reason)
+        await self.console.done(interaction, change)
+
+    @app_commands.command(name="clear", description="Turn the gallery off (its posts stay)")
+    @app_commands.describe(reason=WHY)
+    async def clear(self, interaction: discord.Interaction, reason: Reason | None = None) -> None:
+        guild_id, actor = await self.console.begin(interaction)
+        change = await self.console.mod.set_gallery(guild_id, None, actor=actor, reason=reason)
+        await self.console.done(interaction, change)
+
+
 class Safety(ConsoleGroup, name="safety", description="The content check on videos"):
     @app_commands.command(name="mode", description="The content check on videos (never weaker than the bot's)")
     @app_commands.describe(mode="none, fast (key frames) or full (every frame)", reason=WHY)
@@ -128,4 +151,4 @@ class Confirm(ConsoleGroup, name="confirm", description="When members confirm a 
         await self.console.done(interaction, change)
 
 
-SERVER_GROUPS = (Channels, Blocklist, Budget, ModRole, LogChannel, Safety, Confirm)
+SERVER_GROUPS = (Channels, Blocklist, Budget, ModRole, LogChannel, Gallery, Safety, Confirm)

@@ -1,12 +1,12 @@
 """The buttons on job messages (SPEC 2.3): Re-roll, Details and Delete on a finished job, Cancel
-while it is queued or running.
+while it is queued or running (and Extend, Remix and Share, handled by their own cogs).
 
 They are persistent with no state in memory: each button is a ``DynamicItem`` whose custom id
 carries the action and the job id (``klingbot:reroll:42``), registered once when the cog loads, so
 a button on a message posted by an earlier process works the same. A click goes to the cog that
-declared its action in ``KlingBot.button_handlers`` (this one; NextSteps for Extend and Remix). The
-only memory is the re-roll debounce, which is UX, not correctness (the reserve transaction guards
-the quotas).
+declared its action in ``KlingBot.button_handlers`` (this one; NextSteps for Extend and Remix, Gallery
+for Share). The only memory is the re-roll debounce, which is UX, not correctness (the reserve
+transaction guards the quotas).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from bot.usd import micro_to_usd
 log = logging.getLogger(__name__)
 
 COG_NAME = "Buttons"
-TEMPLATE = r"klingbot:(?P<action>reroll|extend|remix|details|delete|cancel):(?P<job>[0-9]{1,19})"
+TEMPLATE = r"klingbot:(?P<action>reroll|extend|remix|share|details|delete|cancel):(?P<job>[0-9]{1,19})"
 DEBOUNCE_S = 5.0  # a second Re-roll click by the same member on the same job within this does nothing
 _DEBOUNCE_KEEP = 1000  # entries kept before old ones are swept
 
@@ -46,15 +46,22 @@ BUTTONS: dict[str, tuple[str, discord.ButtonStyle, str]] = {
     "reroll": ("Re-roll", discord.ButtonStyle.primary, "🔁"),
     "extend": ("Extend", discord.ButtonStyle.secondary, "⏩"),
     "remix": ("Remix", discord.ButtonStyle.secondary, "🎛️"),
+    "share": ("Share", discord.ButtonStyle.success, "🖼️"),
     "details": ("Details", discord.ButtonStyle.secondary, "ℹ️"),
     "delete": ("Delete", discord.ButtonStyle.danger, "🗑️"),
     "cancel": ("Cancel", discord.ButtonStyle.danger, "✖️"),
 }
-STAGES: dict[str, tuple[str, ...]] = {
-    "progress": ("cancel",),
-    "result": ("reroll", "extend", "remix", "details", "delete"),
-    "failure": ("reroll", "details", "delete"),
+# The buttons of each stage's message, one tuple per action row: Discord takes at most 5 buttons in a
+# row (and 5 rows), so a result has what makes another video on the first and what concerns this one
+# on the second.
+LAYOUT: dict[str, tuple[tuple[str, ...], ...]] = {
+    "progress": (("cancel",),),
+    "result": (("reroll", "extend", "remix"), ("share", "details", "delete")),
+    "failure": (("reroll", "details", "delete"),),
 }
+STAGES: dict[str, tuple[str, ...]] = {stage: sum(rows, ()) for stage, rows in LAYOUT.items()}
+# Shown only on jobs made in a server: the gallery is a server's.
+GUILD_ONLY = frozenset({"share"})
 
 
 def custom_id(action: str, job_id: int) -> str:
@@ -64,10 +71,10 @@ def custom_id(action: str, job_id: int) -> str:
 class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
     """One button of one job; rebuilt from its custom id on every click."""
 
-    def __init__(self, action: str, job_id: int) -> None:
+    def __init__(self, action: str, job_id: int, row: int | None = None) -> None:
         label, style, emoji = BUTTONS[action]
         super().__init__(discord.ui.Button(label=label, style=style, emoji=emoji,
-                                           custom_id=custom_id(action, job_id)))
+                                           custom_id=custom_id(action, job_id)), row=row)
         self.action = action
         self.job_id = job_id
 
@@ -91,14 +98,17 @@ async def press(interaction: discord.Interaction[KlingBot], action: str, job_id:
 
 def components_for(job: JobRecord, stage: str) -> discord.ui.View | None:
     """The sink's hook: the buttons a job's message carries at ``stage``."""
-    actions = STAGES.get(stage, ())
+    rows = LAYOUT.get(stage, ())
     if stage == "progress" and (job.cancel_requested or job.state not in ACTIVE_STATES):
-        actions = ()  # a cancel is under way (or over): nothing left to press
-    if not actions:
+        rows = ()  # a cancel is under way (or over): nothing left to press
+    in_guild = job.guild_id > 0
+    rows = tuple(kept for row in rows if (kept := tuple(a for a in row if in_guild or a not in GUILD_ONLY)))
+    if not rows:
         return None
     view = discord.ui.View(timeout=None)
-    for action in actions:
-        view.add_item(JobButton(action, job.id))
+    for index, row in enumerate(rows):
+        for action in row:
+            view.add_item(JobButton(action, job.id, row=index))
     return view
 
 

@@ -5,7 +5,7 @@ operator CLI are two faces on this service.
     limits       limit values: KEEP / UNLIMITED / DEFAULT or a number, their parsers and texts
     members      a member's and a role's limits, bans
     money        credits, refunds, the guild budget and its warnings
-    guild        pause, generation channels, blocklist, moderator role, log channel, safety mode
+    guild        pause, generation channels, blocklist, moderator role, log channel, gallery, safety mode
     permissions  who may moderate, who may act on a job
 
 Each action returns a ``Change`` (the audit row plus where to announce it). Targets are written

@@ -1,5 +1,5 @@
-"""Guild-wide actions: pause, generation channels, blocklist, moderator role, log channel, safety
-mode, and the settings they make up."""
+"""Guild-wide actions: pause, generation channels, blocklist, moderator role, log channel, gallery,
+safety mode, and the settings they make up."""
 
 from __future__ import annotations
 
@@ -136,6 +136,12 @@ class GuildActions(AuditedActions):
                              reason: str | None = None) -> Change:
         """Where moderator actions and budget warnings are posted; None clears it."""
         return await self._set_id(guild_id, "log_channel_id", "channel", "logchannel.set", channel_id, actor,
+                                  reason)
+
+    async def set_gallery(self, guild_id: int, channel_id: int | None, *, actor: str,
+                          reason: str | None = None) -> Change:
+        """Where members' shared results are posted (the Share button); None turns the gallery off."""
+        return await self._set_id(guild_id, "gallery_channel_id", "channel", "gallery.set", channel_id, actor,
                                   reason)
 
     async def _set_id(self, guild_id: int, column: str, kind: str, action: str, value: int | None, actor: str,
