@@ -240,6 +240,9 @@ class ChannelPacer:
                 del self._buckets[stale]
         bucket = self._buckets.setdefault(lane, BucketWindow(self.window_s))
         bucket.observe(now, limit=int(limit), remaining=int(remaining), reset_after_s=reset_after)
+        # Discord's count rules the lane now: the guess's old starts must not hold a later write
+        # back once this bucket is forgotten.
+        self._windows.pop(lane, None)
         self._poke(lane)
 
     def _window(self, lane: Lane) -> SlidingWindow | BucketWindow:

@@ -337,3 +337,21 @@ def test_buckets_of_writes_outside_the_pacer_do_not_pile_up():
     t.now += 10.0  # every window above has reset
     pacer.observe_response("POST", "/api/v10/channels/999999/messages", _headers(4, 5.0))
     assert pacer.remembered_buckets() == 1
+
+
+async def test_a_lane_that_heard_from_discord_is_not_held_back_by_the_guess_after_a_quiet_spell():
+    """The fallback guess (here 1 write per 30 s) recorded the lane's first write; a slow upload
+    outlasted Discord's window, so the lane forgot the window when it drained; the next write
+    still goes at once."""
+    pacer, t = make(limit=1, window_s=30.0)
+    starts: list[float] = []
+
+    async def slow_upload() -> None:
+        starts.append(t.now)
+        pacer.observe_response("POST", "/api/v10/channels/1/messages", _headers(4, 5.0))
+        t.now += 6.0
+
+    await gather(t, pacer.submit(1, slow_upload))
+    assert pacer.remembered_buckets() == 0  # the window had reset when the lane drained
+    await gather(t, pacer.submit(1, slow_upload))
+    assert starts == [1000.0, 1006.0]
