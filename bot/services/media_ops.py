@@ -179,7 +179,7 @@ def _transcode(src: Path, dest: Path, width: int, height: int, video_bitrate: in
         try:
             for packet in inp.demux(*streams):
                 for frame in packet.decode():
-                    if packet.stream is vin:
+                    if isinstance(frame, av.VideoFrame):  # the one video stream demuxed
                         same = (frame.width, frame.height, frame.format.name) == (width, height, "yuv420p")
                         picture = frame if same else frame.reformat(width=width, height=height, format="yuv420p")
                         picture.pts = frames
@@ -189,7 +189,7 @@ def _transcode(src: Path, dest: Path, width: int, height: int, video_bitrate: in
                             failpoints.hit("during_transcode")
                         for p in vout.encode(picture):
                             out.mux(p)
-                    elif aout is not None:
+                    elif isinstance(frame, av.AudioFrame) and aout is not None:
                         frame.pts = None
                         for p in aout.encode(frame):
                             out.mux(p)

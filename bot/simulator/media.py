@@ -42,6 +42,7 @@ def build_video(width: int, height: int, seconds: float, fps: int, fmt: str = "M
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container_name) as out:
         stream = out.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)  # both codecs are video codecs
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if target_bytes is not None:
             bitrate = int(target_bytes * 8 * SIZE_CORRECTION[codec] / (frames / fps))
@@ -62,7 +63,7 @@ def build_video(width: int, height: int, seconds: float, fps: int, fmt: str = "M
     return buffer.getvalue()
 
 
-def _sized_options(codec: str, bitrate: int, fps: int) -> dict[str, str]:
+def _sized_options(codec: str, bitrate: int, fps: int) -> dict[str, object]:
     kbps = max(1, bitrate // 1000)
     if codec == "libx264":
         return {"preset": "ultrafast", "x264-params": f"keyint={fps}:vbv-maxrate={kbps}:vbv-bufsize={kbps}"
