@@ -318,6 +318,8 @@ class Engine:
         if job.state not in ("queued", "submitted", "processing") or job.cancel_requested:
             raise UserFacingError(f"Job #{job_id} is already {job.state}; there is nothing to cancel.")
         updated = await self.store.request_cancel(job_id, f"discord:{member.user_id}")
+        if updated is None:  # gone between the read and the cancel
+            raise UserFacingError(f"Job #{job_id} does not exist here.")
         if updated.state == "cancelled" and not updated.may_be_at_runware:
             message = f"Job #{job_id} was cancelled before it reached Runware; nothing was charged."
         else:
