@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.config_premium import PremiumConfig  # the [premium] table
 from bot.runware.models import OutputFormat, SafetyMode
 from bot.usd import MICRO, usd_to_micro
 
@@ -272,6 +273,7 @@ class Config(BaseModel):
     runware: RunwareConfig = RunwareConfig()
     storage: StorageConfig = StorageConfig()
     limits: LimitsConfig = LimitsConfig()
+    premium: PremiumConfig = PremiumConfig()
     progress: ProgressConfig = ProgressConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()

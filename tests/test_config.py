@@ -68,6 +68,18 @@ def test_money_becomes_micro_and_unlimited_lifts(tmp_path):
     assert cfg.limits.global_daily_micro_usd == 7_000_000
 
 
+def test_premium_keys(tmp_path):
+    assert Config().premium.enabled is False  # off by default: no SKU
+    path = write(tmp_path, '[premium]\nsku_ids = [1300000000000000001, "1300000000000000002"]\n'
+                           'daily_videos = 20\nmonthly_usd = 12.50\nmax_concurrent = "unlimited"\n')
+    premium = load_config(path, env={}).premium
+    assert premium.enabled and premium.sku_ids == [1300000000000000001, 1300000000000000002]
+    assert (premium.daily_videos, premium.monthly_micro_usd, premium.max_concurrent) == (20, 12_500_000, "unlimited")
+    path = write(tmp_path, '[premium]\nsku_ids = [7]\ndaily_videos = "default"\nmonthly_usd = "Unlimited"\n')
+    premium = load_config(path, env={}).premium
+    assert (premium.daily_videos, premium.monthly_micro_usd, premium.max_concurrent) == (None, "unlimited", None)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -87,6 +99,17 @@ def test_money_becomes_micro_and_unlimited_lifts(tmp_path):
         ('[models."kling-2.5-turbo-pro"]\nbogus = 1\n', "unknown key 'models.kling-2.5-turbo-pro.bogus'"),
         ('[models.new]\nmodel_id = "x:1@1"\n', "models.new.label: required key is missing"),
         ("[limits\n", "not valid TOML"),
+        ("[premium]\nsku_id = [1]\n", "unknown key 'premium.sku_id'"),
+        ('[premium]\nsku_ids = ["abc"]\n', "premium.sku_ids.0 = 'abc': expected a Discord SKU id"),
+        ("[premium]\nsku_ids = [0]\n", "premium.sku_ids.0 = 0: expected a Discord SKU id"),
+        ("[premium]\nsku_ids = 123\n", "premium.sku_ids = 123"),
+        ('[premium]\ndaily_videos = "lots"\n',
+         "premium.daily_videos = 'lots': expected a whole number, \"unlimited\" or \"default\""),
+        ("[premium]\ndaily_videos = -1\n", "premium.daily_videos = -1: expected 0 or more"),
+        ("[premium]\nmax_concurrent = 2.5\n", "premium.max_concurrent = 2.5: expected a whole number"),
+        ('[premium]\nmonthly_usd = "twenty"\n',
+         "premium.monthly_usd = 'twenty': expected an amount in USD, \"unlimited\" or \"default\""),
+        ("[premium]\nmonthly_usd = -5\n", "premium.monthly_usd = -5: expected 0 or more"),
     ],
 )
 def test_bad_files_name_key_value_and_file(tmp_path, text, expected):

@@ -16,6 +16,7 @@ from bot.db.jobs import get_job
 from bot.discordbot import render_job
 from bot.discordbot.confirm import confirm_cost
 from bot.discordbot.options import role_ids_of
+from bot.discordbot.premium import is_premium, premium_config
 from bot.download import fetch_bytes
 from bot.errors import InvalidInput, NotPermitted, UserFacingError
 from bot.images import MAX_IMAGE_BYTES, CheckedImage, check_frame_pair, check_image_async
@@ -77,7 +78,8 @@ def resolve(bot: KlingBot, opts: VideoOptions, first: CheckedImage | None, has_f
 def member_of(interaction: discord.Interaction) -> Member:
     user = interaction.user
     guild_id = DM_SCOPE if interaction.guild_id is None else interaction.guild_id
-    return Member(guild_id=guild_id, user_id=user.id, role_ids=role_ids_of(user))
+    return Member(guild_id=guild_id, user_id=user.id, role_ids=role_ids_of(user),
+                  premium=is_premium(interaction, premium_config(interaction)))
 
 
 def missing_permissions(interaction: discord.Interaction) -> list[str]:

@@ -142,6 +142,9 @@ def _reset(at: Any) -> str:
 def quota_embed(usage: MemberUsage, in_flight: Sequence[JobRecord] = ()) -> discord.Embed:
     lim = usage.limits
     embed = discord.Embed(title="Your video quota", colour=COLOR_RUNNING)
+    if usage.member.premium:
+        embed.title = "Your video quota · Premium"
+        embed.description = "**Premium**: your subscription raises your limits; these are your premium limits."
     if lim.daily_videos is None:
         today = f"{usage.videos_today} used · unlimited"
     else:

@@ -81,7 +81,7 @@ class Engine:
         self.sink = sink
         self.clock = clock or SystemClock()
         tz = cfg.progress.tz
-        self.quotas = Quotas(db, cfg.limits, tz, self.clock)
+        self.quotas = Quotas(db, cfg.limits, tz, self.clock, cfg.premium)
         self.store = JobStore(db, self.quotas, self.clock, tz, metrics=metrics)
         self.ownership = Ownership(db, self.clock, self.store.run_id, kind=kind, deliver_to=deliver_to)
         self._own_http = http is None

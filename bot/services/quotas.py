@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 
 from bot.config import LimitsConfig
+from bot.config_premium import PREMIUM_UNLIMITED, PremiumConfig
 from bot.db import Conn, Database
 from bot.db.guilds import (
     get_ban,
@@ -62,6 +63,9 @@ class Member:
     guild_id: int  # a guild id, TERMINAL_SCOPE or DM_SCOPE
     user_id: int
     role_ids: tuple[int, ...] = ()
+    # An active Discord entitlement to one of premium.sku_ids (worked out by the Discord layer from
+    # the interaction): the [premium] limits apply where they are more generous.
+    premium: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,17 @@ def _pick(default: int | None, member_value: int | None, role_values: list[int |
     return default
 
 
+def _premium(normal: int | None, premium: int | str | None) -> int | None:
+    """The more generous of what the member gets anyway and the [premium] value (None there:
+    "default", keep it). Never less than before, so an override above premium keeps winning."""
+    if premium is None:
+        return normal
+    if premium == PREMIUM_UNLIMITED or normal is None:
+        return None
+    assert isinstance(premium, int)
+    return max(normal, premium)
+
+
 def blocked_term(text: str, terms: Iterable[str]) -> str | None:
     """The first blocklist term found in ``text`` (case-insensitive, whole words; a ``*`` at either
     end of a term matches any word continuation there, as in Discord's AutoMod)."""
@@ -125,9 +140,11 @@ def _usd(micro: int) -> str:
 
 
 class Quotas:
-    def __init__(self, db: Database, limits: LimitsConfig, tz: tzinfo, clock: Clock) -> None:
+    def __init__(self, db: Database, limits: LimitsConfig, tz: tzinfo, clock: Clock,
+                 premium: PremiumConfig | None = None) -> None:
         self.db = db
         self.limits = limits
+        self.premium = premium or PremiumConfig()
         self.tz = tz
         self.clock = clock
 
@@ -142,7 +159,7 @@ class Quotas:
             guild_budget = self.limits.guild_monthly_micro_usd
         else:
             guild_budget = None if budget == UNLIMITED else budget
-        return EffectiveLimits(
+        limits = EffectiveLimits(
             daily_videos=_pick(self.limits.daily_videos, own.daily_videos, [r.daily_videos for r in roles]),
             monthly_micro=_pick(
                 self.limits.monthly_micro_usd, own.monthly_micro, [r.monthly_micro for r in roles]
@@ -152,6 +169,16 @@ class Quotas:
             ),
             guild_monthly_micro=guild_budget,
             global_daily_micro=self.limits.global_daily_micro_usd,
+        )
+        if not member.premium:
+            return limits
+        # The member's own three limits only: the guild budget and the global ceiling bind everyone.
+        p = self.premium
+        return replace(
+            limits,
+            daily_videos=_premium(limits.daily_videos, p.daily_videos),
+            monthly_micro=_premium(limits.monthly_micro, p.monthly_micro_usd),
+            max_concurrent=_premium(limits.max_concurrent, p.max_concurrent),
         )
 
     async def usage(self, member: Member) -> MemberUsage:

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.discord_edges import PlatformEdges
+from tests.fakes.discord_entitlements import EntitlementsMixin
 from tests.fakes.discord_gateway import GatewayMixin
 from tests.fakes.discord_rest import FILES, PAYLOAD, RestRoutes, json_response
 from tests.fakes.discord_schema import LEDGER, Violation, check_request
@@ -64,7 +65,7 @@ class Seed:
     user_id: int
 
 
-class FakeDiscord(RestRoutes, GatewayMixin, PlatformEdges):
+class FakeDiscord(RestRoutes, GatewayMixin, PlatformEdges, EntitlementsMixin):
     def __init__(self, *, app_id: int = 1_200_000_000_000_000_001, bot_user_id: int | None = None,
                  bot_name: str = "klingbot") -> None:
         self.app_id = app_id
@@ -75,6 +76,7 @@ class FakeDiscord(RestRoutes, GatewayMixin, PlatformEdges):
         self.heartbeat_interval_ms = 41_250
         # Knobs tests turn (and the platform's edges in discord_edges.py).
         self._init_edges()
+        self._init_entitlements()  # grant_entitlement: what interactions carry (discord_entitlements.py)
         self.max_upload_bytes: int | None = None  # overrides every guild's limit when set
         self.interaction_token_ttl_s = 900.0
         self.callback_deadline_s: float | None = None  # None: a late first response is accepted

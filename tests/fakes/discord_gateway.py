@@ -379,7 +379,8 @@ class GatewayMixin:
             guild.id if guild else None, channel_id)
         payload: dict[str, Any] = {
             "id": str(iid), "application_id": str(self.app_id), "type": itype, "data": data,
-            "token": token, "version": 1, "locale": locale, "entitlements": [],
+            "token": token, "version": 1, "locale": locale,
+            "entitlements": self.entitlements_for(uid, guild.id if guild else None),
             "attachment_size_limit": self.upload_limit(guild.id if guild else None),
             "channel_id": str(channel_id), "channel": {**channel, "permissions": str(perms)},
             "app_permissions": str(app_perms),

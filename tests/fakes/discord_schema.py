@@ -193,6 +193,44 @@ def check_message_limits(message: dict, file_count: int) -> None:
     if not int(message.get("flags") or 0) & IS_COMPONENTS_V2 and len(components) > ACTION_ROWS_MAX:
         raise Violation(("components",), "BASE_TYPE_MAX_LENGTH",
                         f"Must be {ACTION_ROWS_MAX} or fewer in length.")
+    check_buttons(components, ("components",))
+
+
+# Discord's rules per button style that the schema leaves out (every field there is optional):
+# style -> (fields it needs, fields it must not have). 5 = link, 6 = premium (buy a SKU).
+_BUTTON_FIELDS = {5: (("url",), ("custom_id", "sku_id")),
+                  6: (("sku_id",), ("custom_id", "label", "emoji", "url"))}
+_PLAIN_BUTTON = (("custom_id",), ("url", "sku_id"))  # styles 1 to 4
+
+
+def check_buttons(components: Any, path: tuple[str, ...]) -> None:
+    for i, item in enumerate(components if isinstance(components, list) else []):
+        if not isinstance(item, dict):
+            continue
+        where = (*path, str(i))
+        if item.get("type") == 2:
+            style = item.get("style")
+            if style not in (1, 2, 3, 4, 5, 6):
+                raise Violation((*where, "style"), "BASE_TYPE_CHOICES", "Value must be one of (1, 2, 3, 4, 5, 6).")
+            needs, forbidden = _BUTTON_FIELDS.get(style, _PLAIN_BUTTON)
+            for name in needs:
+                if item.get(name) in (None, ""):
+                    raise Violation((*where, name), "BASE_TYPE_REQUIRED", "This field is required")
+            for name in forbidden:
+                if item.get(name) not in (None, ""):
+                    raise Violation((*where, name), "BASE_TYPE_INVALID",
+                                    f"A button of style {style} cannot have a {name}.")
+        check_buttons(item.get("components"), (*where, "components"))
+
+
+def check_object(model_name: str, value: Any) -> Violation | None:
+    """``value`` (an object the fake sends, e.g. an entitlement) checked as Discord's ``model_name``."""
+    try:
+        _build(_model(model_name), value, ())
+    except Violation as violation:
+        violation.route = model_name
+        return violation
+    return None
 
 
 # ---- the walk ----------------------------------------------------------------------------------------

@@ -76,6 +76,20 @@ INVALID_MESSAGES = [
      "components.0.components.0.type", "BASE_TYPE_CHOICES"),
     ({"content": "hi", "allowed_mentions": {"parse": [], "users": ["not-an-id"]}}, 0,
      "allowed_mentions.users.0", "NUMBER_TYPE_COERCE"),
+    # Discord's rules per button style: a premium button (6) is its sku_id only; others need a custom_id.
+    ({"content": "hi", "components": [{"type": 1, "components": [
+        {"type": 2, "style": 6, "sku_id": "13", "label": "Buy"}]}]}, 0,
+     "components.0.components.0.label", "BASE_TYPE_INVALID"),
+    ({"content": "hi", "components": [{"type": 1, "components": [
+        {"type": 2, "style": 6, "sku_id": "13", "custom_id": "buy"}]}]}, 0,
+     "components.0.components.0.custom_id", "BASE_TYPE_INVALID"),
+    ({"content": "hi", "components": [{"type": 1, "components": [{"type": 2, "style": 6}]}]}, 0,
+     "components.0.components.0.sku_id", "BASE_TYPE_REQUIRED"),
+    ({"content": "hi", "components": [{"type": 1, "components": [
+        {"type": 2, "style": 1, "label": "x", "sku_id": "13", "custom_id": "a"}]}]}, 0,
+     "components.0.components.0.sku_id", "BASE_TYPE_INVALID"),
+    ({"content": "hi", "components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "x"}]}]}, 0,
+     "components.0.components.0.custom_id", "BASE_TYPE_REQUIRED"),
 ]
 
 
@@ -104,6 +118,28 @@ async def test_bodies_at_the_limits_are_accepted(fake) -> None:
     status, answer = await send(fake, "POST", f"/channels/{channel}/messages", body, files=10)
     assert status == 200, answer
     assert fake.schema_violations == [] and len(fake.messages(channel)) == 1
+
+
+async def test_a_premium_button_with_only_its_sku_is_accepted(fake) -> None:
+    channel = fake.seed_default().channel_id
+    body = {"content": "Subscribe for more", "components": [{"type": 1, "components": [
+        {"type": 2, "style": 6, "sku_id": "1300000000000000001", "disabled": False}]}]}
+    status, answer = await send(fake, "POST", f"/channels/{channel}/messages", body)
+    assert status == 200, answer
+
+
+async def test_entitlements_the_fake_grants_are_discords_shape(fake) -> None:
+    seed = fake.seed_default()
+    mine = fake.grant_entitlement(13, user_id=seed.user_id, starts_at=1.7e9, ends_at=1.8e9)
+    guilds = fake.grant_entitlement(13, guild_id=seed.guild_id)
+    assert guilds["user_id"] == str(fake.guilds[seed.guild_id].owner_id)  # the schema wants a buyer
+    assert fake.entitlements_for(seed.user_id, seed.guild_id) == [mine, guilds]
+    assert fake.entitlements_for(seed.user_id, None) == [mine]
+    assert fake.entitlements_for(7, seed.guild_id) == [guilds]
+    with pytest.raises(ValueError, match="user or to a guild"):
+        fake.grant_entitlement(13)
+    with pytest.raises(ValueError, match="sku_id"):
+        fake.grant_entitlement("not-a-snowflake", user_id=seed.user_id)  # type: ignore[arg-type]
 
 
 @pytest.mark.discord_invalid_bodies

@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discordbot.premium import upsell_view
 from bot.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -63,18 +64,19 @@ def describe(error: BaseException) -> tuple[str, bool]:
     return "", True
 
 
-async def reply(interaction: discord.Interaction, text: str) -> None:
+async def reply(interaction: discord.Interaction, text: str, view: discord.ui.View | None = None) -> None:
     """Answer ephemerally: edit the deferred "thinking" reply, else send one, else a followup."""
     mentions = discord.AllowedMentions.none()
+    extra = {"view": view} if view is not None else {}
     try:
         response = interaction.response
         if not response.is_done():
-            await response.send_message(text, ephemeral=True, allowed_mentions=mentions)
+            await response.send_message(text, ephemeral=True, allowed_mentions=mentions, **extra)
         elif response.type == discord.InteractionResponseType.deferred_channel_message:
-            await interaction.edit_original_response(content=text, embed=None, view=None,
+            await interaction.edit_original_response(content=text, embed=None, view=view,
                                                      allowed_mentions=mentions)
         else:
-            await interaction.followup.send(text, ephemeral=True, allowed_mentions=mentions)
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=mentions, **extra)
     except discord.HTTPException as exc:
         if exc.code in _DEAD_INTERACTION:
             log.info("interaction %s: token no longer valid (%s); reply not shown", interaction.id, exc.code)
@@ -95,7 +97,8 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
         log.error("error id %s in /%s (user %s, guild %s)", error_id, name, interaction.user.id,
                   interaction.guild_id, exc_info=original)
         text = f"Something went wrong (error id {error_id}); the team can look it up in the logs."
-    await reply(interaction, text)
+    # A quota refusal that a subscription would lift carries Discord's premium button.
+    await reply(interaction, text, upsell_view(original, interaction))
 
 
 class ErrorsCog(commands.Cog):

@@ -71,7 +71,7 @@ class AuditedActions:
         self.cfg = cfg
         self.clock = clock or Clock()
         self.tz = cfg.progress.tz
-        self.quotas = Quotas(db, cfg.limits, self.tz, self.clock)
+        self.quotas = Quotas(db, cfg.limits, self.tz, self.clock, cfg.premium)
 
     async def _act(self, fn: Callable[[Conn, int], Diff], guild_id: int, *, actor: str, reason: str | None,
                    amount: int | None = None) -> Change:
