@@ -47,9 +47,14 @@ def _unlimited_or(kind: str):
         if value is None or (isinstance(value, str) and value.strip().lower() == "unlimited"):
             return None
         if kind == "usd":
-            return usd_to_micro(value)
+            micro = usd_to_micro(value)
+            if micro < 0:
+                raise ValueError('expected 0 or more USD, or "unlimited"')
+            return micro
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError('expected a whole number or "unlimited"')
+        if value < 0:
+            raise ValueError('expected 0 or more, or "unlimited"')
         return value
 
     return BeforeValidator(parse)

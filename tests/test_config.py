@@ -110,6 +110,10 @@ def test_premium_keys(tmp_path):
         ('[premium]\nmonthly_usd = "twenty"\n',
          "premium.monthly_usd = 'twenty': expected an amount in USD, \"unlimited\" or \"default\""),
         ("[premium]\nmonthly_usd = -5\n", "premium.monthly_usd = -5: expected 0 or more"),
+        ("[limits]\ndaily_videos = -3\n", "limits.daily_videos = -3: expected 0 or more"),
+        ("[limits]\nmax_concurrent = -1\n", "limits.max_concurrent = -1: expected 0 or more"),
+        ("[limits]\nmonthly_usd = -1\n", "limits.monthly_usd = -1: expected 0 or more USD"),
+        ("[limits]\nglobal_daily_usd = -0.5\n", "limits.global_daily_usd = -0.5: expected 0 or more USD"),
     ],
 )
 def test_bad_files_name_key_value_and_file(tmp_path, text, expected):
