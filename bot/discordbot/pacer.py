@@ -7,7 +7,8 @@ waits for the other. A lane paces by Discord's own account of its bucket once it
 X-RateLimit-Remaining and -Reset-After headers of the lane's last answer, handed in through
 ``observe_response``): Discord counts fixed windows, so a lane may spend what the window has left and
 start again the moment it resets, and writes of other processes on the same token are counted too.
-Until a lane has heard from Discord it keeps at most ``limit`` starts in any ``window_s``. Work is keyed: a newer
+Until an answer has carried those headers (a proxy may strip them), every lane keeps at most
+``limit`` starts in any ``window_s``; then a lane not heard from yet starts as a fresh window. Work is keyed: a newer
 submission with the key of one still waiting replaces it (only the newest render of a message is
 ever sent), and urgent work (a result, a failure notice) goes before routine work (progress). No
 discord import: the work items are plain coroutines.
@@ -84,11 +85,11 @@ class BucketWindow:
     """Discord's account of one bucket: how many writes its current window has left and when it
     resets (local monotonic time). Pure: time is passed in."""
 
-    def __init__(self, fallback_window_s: float) -> None:
+    def __init__(self, fallback_window_s: float, limit: int = 1) -> None:
         self.remaining = 0
         self.reset_at = float("-inf")  # no window open at Discord that we know of
         self.fallback_window_s = fallback_window_s
-        self.limit = 1
+        self.limit = max(limit, 1)
 
     def observe(self, now: float, *, limit: int, remaining: int, reset_after_s: float) -> None:
         self.limit = max(limit, 1)
@@ -151,6 +152,7 @@ class ChannelPacer:
         self._queues: dict[Lane, list[_Item]] = {}
         self._windows: dict[Lane, SlidingWindow] = {}
         self._buckets: dict[Lane, BucketWindow] = {}  # lanes Discord has told us about
+        self._server_limit: int | None = None  # X-RateLimit-Limit of the last answer; None: no headers yet
         self._workers: dict[Lane, asyncio.Task[None]] = {}
         self._wake: dict[Lane, asyncio.Event] = {}
         self._closed = False
@@ -238,15 +240,22 @@ class ChannelPacer:
         if len(self._buckets) >= MAX_IDLE_BUCKETS:  # writes outside the pacer (DMs...) leave buckets behind
             for stale in [k for k, b in self._buckets.items() if b.expired(now) and k not in self._workers]:
                 del self._buckets[stale]
-        bucket = self._buckets.setdefault(lane, BucketWindow(self.window_s))
+        if self._server_limit is None:
+            # Discord sends its count with every answer: from now on every lane paces by it (a lane
+            # not heard from yet starts as a fresh window), and the guess's starts are dropped, also
+            # those of work that made no request.
+            self._windows.clear()
+            for waiting in list(self._wake):
+                self._poke(waiting)
+        self._server_limit = int(limit)
+        bucket = self._buckets.setdefault(lane, BucketWindow(self.window_s, self._server_limit))
         bucket.observe(now, limit=int(limit), remaining=int(remaining), reset_after_s=reset_after)
-        # Discord's count rules the lane now: the guess's old starts must not hold a later write
-        # back once this bucket is forgotten.
-        self._windows.pop(lane, None)
         self._poke(lane)
 
     def _window(self, lane: Lane) -> SlidingWindow | BucketWindow:
         bucket = self._buckets.get(lane)
+        if bucket is None and self._server_limit is not None:
+            bucket = self._buckets[lane] = BucketWindow(self.window_s, self._server_limit)
         if bucket is not None:
             return bucket
         return self._windows.setdefault(lane, SlidingWindow(self.limit, self.window_s))

@@ -355,3 +355,26 @@ async def test_a_lane_that_heard_from_discord_is_not_held_back_by_the_guess_afte
     assert pacer.remembered_buckets() == 0  # the window had reset when the lane drained
     await gather(t, pacer.submit(1, slow_upload))
     assert starts == [1000.0, 1006.0]
+
+
+async def test_once_discord_sends_its_count_work_that_made_no_request_does_not_hold_a_lane():
+    """An edit whose work found nothing to send spent a slot of the guess (1 per 30 s) before any
+    answer came; the first answer with headers, in another lane, frees it."""
+    pacer, t = make(limit=1, window_s=30.0)
+    edits: list[float] = []
+
+    async def nothing_to_send() -> None:
+        return None
+
+    async def edit() -> None:
+        edits.append(t.now)
+
+    async def create() -> None:
+        pacer.observe_response("POST", "/api/v10/channels/1/messages", _headers(4, 5.0))
+
+    await gather(t, pacer.submit(1, nothing_to_send, kind=EDIT))
+    waiting = pacer.submit(1, edit, kind=EDIT)
+    await t.settle()
+    assert edits == []  # held by the guess
+    await gather(t, pacer.submit(1, create), waiting)
+    assert edits == [1000.0]
