@@ -124,6 +124,8 @@ class RunwareConfig(_Section):
     download_hosts: list[str] = ["*.runware.ai"]
     safety_mode: Literal["none", "fast", "full"] = "fast"
     output_ttl_s: int = Field(86400, ge=60)
+    # Reserved with a job whose prompt Runware's enhancer rewrites; the bound of an unanswered call.
+    enhance_reserve_micro_usd: MicroUSD = Field(10_000, alias="enhance_reserve_usd", ge=0)
 
     _api_url = field_validator("api_url")(_secure_endpoint)
 

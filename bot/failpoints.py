@@ -19,6 +19,12 @@ NAMES = (
     "after_notify",           # notified_at written
 )
 
+# The prompt enhancer's window (only jobs with enhance reach them: not in the crash suite's NAMES).
+ENHANCE_NAMES = (
+    "enhance_sent",           # enhance_sent_at written, the promptEnhance call not yet made
+    "enhance_answered",       # Runware answered with the enhanced prompt, not yet recorded
+)
+
 # Points inside the media worker process (bot.services.media_ops): they kill the worker, never the bot.
 WORKER_NAMES = (
     "during_transcode",       # a fit has encoded a few frames

@@ -15,6 +15,7 @@ PROMPT_MIN, PROMPT_MAX = 2, 2500
 CFG_MIN, CFG_MAX = 0.0, 1.0
 VARIATIONS_MIN, VARIATIONS_MAX = 1, 4
 QUALITY_MIN, QUALITY_MAX = 20, 99
+ENHANCE_PROMPT_MAX = 300  # what Runware's prompt enhancer takes (1..300 characters)
 
 
 class ResolvedRequest(BaseModel):
@@ -38,6 +39,10 @@ class ResolvedRequest(BaseModel):
     has_last_frame: bool = False
     # A seamless loop: the first frame's image is also sent as the last frame (no last frame of its own).
     loop: bool = False
+    # Runware's prompt enhancer rewrites the prompt before the video task is built; its share of
+    # estimate_micro (runware.enhance_reserve_usd at the time) is enhance_reserve_micro.
+    enhance: bool = False
+    enhance_reserve_micro: int = 0
     estimate_micro: int
     # Set on an Extend: the job and video (1-based) whose last frame is this job's first frame.
     extends_job_id: int | None = None
@@ -121,13 +126,15 @@ def resolve_request(
     first_frame_size: tuple[int, int] | None = None,
     has_last_frame: bool = False,
     loop: Any = False,
+    enhance: Any = False,
 ) -> ResolvedRequest:
     """Check every field against the model's registry entry and the seeds' limits.
 
     ``first_frame_size`` is the checked first frame's (width, height) when one was given; the
     aspect defaults to the model size closest to it, else 16:9. ``loop``: the video ends on its first
     frame (sent to Runware as the last frame too), so it needs a first frame, no last frame, and a
-    model that takes a last frame."""
+    model that takes a last frame. ``enhance``: Runware's prompt enhancer rewrites the prompt first
+    (at most 300 characters then); its reserve is part of the estimate."""
     model_key = model or DEFAULT_MODEL_KEY
     if model_key not in cfg.models:
         raise InvalidInput("model", model_key, ", ".join(sorted(cfg.models)))
@@ -136,6 +143,14 @@ def resolve_request(
     text = _check_text("prompt", prompt, required=True)
     assert text is not None
     negative = _check_text("negative_prompt", negative_prompt, required=False)
+    if enhance is None:
+        enhance = False
+    if not isinstance(enhance, bool):
+        raise InvalidInput("enhance", enhance, "true or false")
+    if enhance and len(text) > ENHANCE_PROMPT_MAX:
+        raise InvalidInput("prompt", prompt, f"at most {ENHANCE_PROMPT_MAX} characters with enhance (the limit "
+                           "of Runware's prompt enhancer), or enhance off",
+                           f"is {len(text)} characters long")
 
     if duration is None:
         seconds = spec.durations[0]
@@ -188,6 +203,7 @@ def resolve_request(
     if fmt not in OUTPUT_FORMATS:
         raise InvalidInput("format", output_format, ", ".join(OUTPUT_FORMATS))
     qual = None if quality is None else _check_int("quality", quality, QUALITY_MIN, QUALITY_MAX)
+    reserve = cfg.runware.enhance_reserve_micro_usd if enhance else 0
 
     return ResolvedRequest(
         model_key=model_key,
@@ -205,7 +221,9 @@ def resolve_request(
         has_first_frame=has_first,
         has_last_frame=has_last_frame,
         loop=loop,
-        estimate_micro=spec.estimate_micro_usd(seconds, count),
+        enhance=enhance,
+        enhance_reserve_micro=reserve,
+        estimate_micro=spec.estimate_micro_usd(seconds, count) + reserve,
     )
 
 
@@ -238,9 +256,11 @@ def build_task(
     last_image: str | None = None,
     safety_mode: str | None = None,
     webhook_url: str | None = None,
+    prompt: str | None = None,
 ) -> VideoInferenceTask:
     """The videoInference task for a resolved request. Images are imageUUIDs (a real run) or data
-    URIs (--dry-run). A loop sends its first frame's image as the last frame too (uploaded once)."""
+    URIs (--dry-run). A loop sends its first frame's image as the last frame too (uploaded once).
+    ``prompt``: the enhancer's text, sent instead of the request's own."""
     if request.loop:
         if last_image not in (None, first_image):
             raise ValueError("a loop ends on its first frame; no other last image can be given")
@@ -257,7 +277,7 @@ def build_task(
     return VideoInferenceTask(
         task_uuid=task_uuid,
         model=request.model_id,
-        positive_prompt=request.prompt,
+        positive_prompt=prompt or request.prompt,
         negative_prompt=request.negative_prompt,
         width=request.width,
         height=request.height,

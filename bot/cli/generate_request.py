@@ -11,7 +11,8 @@ from bot.config import Config
 from bot.errors import InvalidInput
 from bot.images import CheckedImage, check_frame_pair, check_image
 from bot.requests import ResolvedRequest, build_task, resolve_request
-from bot.runware.models import VideoInferenceTask, new_task_uuid
+from bot.runware.models import PromptEnhanceTask, VideoInferenceTask, new_task_uuid
+from bot.services.enhance import MAX_TOKENS, VERSIONS, enhance_task_uuid
 from bot.usd import micro_to_usd
 
 
@@ -63,29 +64,39 @@ def resolve_from_args(cfg: Config, args: argparse.Namespace) -> tuple[ResolvedRe
         first_frame_size=(first.width, first.height) if first else None,
         has_last_frame=last is not None,
         loop=args.loop,
+        enhance=getattr(args, "enhance", False),
     )
     return request, first, last
 
 
 def dry_run(cfg: Config, args: argparse.Namespace) -> int:
     request, first, last = resolve_from_args(cfg, args)
+    task_uuid = new_task_uuid()
     task: VideoInferenceTask = build_task(
         request,
-        task_uuid=new_task_uuid(),
+        task_uuid=task_uuid,
         runware=cfg.runware,
         first_image=first.data_uri() if first else None,
         last_image=last.data_uri() if last else None,
     )
-    wire = task.to_wire()
+    # With --enhance the promptEnhance task goes first; its text then replaces positivePrompt.
+    tasks = [PromptEnhanceTask(task_uuid=enhance_task_uuid(task_uuid), prompt=request.prompt, max_length=MAX_TOKENS,
+                               versions=VERSIONS).to_wire()] if request.enhance else []
+    tasks.append(task.to_wire())
     if args.json:
-        print(json.dumps({"tasks": [wire]}))
+        print(json.dumps({"tasks": tasks}))
         return 0
     spec = cfg.models[request.model_key]
+    reserve = micro_to_usd(request.enhance_reserve_micro)
+    enhancer = f" (with {reserve} for the prompt enhancer)" if request.enhance else ""
     print(
         f"{spec.label}: {request.width}x{request.height}, {request.duration} s, "
         f"{request.variations} variation(s){', a loop (ends on its first frame)' if request.loop else ''}, "
-        f"estimated {micro_to_usd(request.estimate_micro)}. "
-        "Dry run: nothing sent, nothing reserved."
+        f"estimated {micro_to_usd(request.estimate_micro)}"
+        f"{enhancer}. "
+        + ("Runware's prompt enhancer rewrites the prompt first: its text replaces positivePrompt. "
+           if request.enhance else "")
+        + "Dry run: nothing sent, nothing reserved."
     )
-    print(json.dumps({"tasks": [wire]}, indent=2))
+    print(json.dumps({"tasks": tasks}, indent=2))
     return 0

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--last-frame", metavar="FILE")
     gen.add_argument("--loop", action="store_true",
                      help="end on the first frame: a seamless loop (needs --first-frame, not --last-frame)")
+    gen.add_argument("--enhance", action="store_true",
+                     help="let Runware's prompt enhancer rewrite the prompt first (a prompt of at most 300 characters)")
     gen.add_argument("--negative", metavar="TEXT")
     gen.add_argument("--cfg", type=float, metavar="X", help="CFG scale, 0..1 in steps of 0.01")
     gen.add_argument("--variations", type=int, metavar="N", help="1..4")

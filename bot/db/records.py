@@ -54,11 +54,22 @@ class JobRecord:
     submit_sent_at: float | None = None  # the bot began sending it: Runware may have it (migration 006)
     owner: str | None = None       # the run that shows and delivers it, when not its creator (006)
     deliver_to: str | None = None  # a terminal job's --out (006)
+    # Runware's prompt enhancer (009; bot/services/enhance.py has the money rule)
+    enhance_reserve_micro: int | None = None  # its share of estimate_micro; None: not enhanced
+    enhance_sent_at: float | None = None      # a call is out and unanswered (NULL again once refused)
+    enhance_resent: bool = False              # a call went out while an earlier one was unanswered
+    enhanced_prompt: str | None = None
+    enhance_cost_micro: int | None = None     # what Runware reported for it
 
     @property
     def owned_by(self) -> str | None:
         """The run that shows and delivers this job: its owner, else its creator."""
         return self.owner or self.created_by
+
+    @property
+    def video_estimate_micro(self) -> int:
+        """The videos' part of the reserve (the estimate without the enhancement's share)."""
+        return self.estimate_micro - (self.enhance_reserve_micro or 0)
 
     @property
     def is_final(self) -> bool:
@@ -75,6 +86,7 @@ class JobRecord:
         data["params"] = json.loads(data["params"] or "{}")
         data["image_uuids"] = json.loads(data["image_uuids"] or "{}")
         data["cancel_requested"] = bool(data["cancel_requested"])
+        data["enhance_resent"] = bool(data["enhance_resent"])
         return cls(**data)
 
 

@@ -53,6 +53,7 @@ class VideoOptions:
     format: str | None = None
     quality: int | None = None
     loop: bool = False
+    enhance: bool = False
 
 
 def resolve(bot: KlingBot, opts: VideoOptions, first: CheckedImage | None, has_first: bool,
@@ -72,6 +73,7 @@ def resolve(bot: KlingBot, opts: VideoOptions, first: CheckedImage | None, has_f
         first_frame_size=size,
         has_last_frame=has_last,
         loop=opts.loop,
+        enhance=opts.enhance,
     )
 
 

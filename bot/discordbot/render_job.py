@@ -16,7 +16,7 @@ import discord
 
 from bot.config import Config
 from bot.db.records import JobRecord
-from bot.discordbot.limits import CONTENT_MAX, DESCRIPTION_MAX
+from bot.discordbot.limits import CONTENT_MAX, DESCRIPTION_MAX, FIELD_MAX
 from bot.services.sink import Outcome, ProgressUpdate, ResultFile
 from bot.usd import micro_to_usd
 
@@ -105,6 +105,22 @@ def _spec_fields(embed: discord.Embed, job: JobRecord) -> None:
         embed.add_field(name="Loop", value=LOOP_TEXT)
 
 
+def job_prompt(job: JobRecord) -> str:
+    """The prompt the video is made from: the enhancer's text once Runware rewrote it."""
+    return job.enhanced_prompt or str(_param(job, "prompt", ""))
+
+
+ENHANCED_FROM = "Enhanced from"
+ENHANCING_LINE = "Runware's prompt enhancer rewrites the prompt first."
+
+
+def add_enhanced_from(embed: discord.Embed, job: JobRecord) -> None:
+    """An enhanced job's own prompt, as the member typed it."""
+    if job.enhanced_prompt:
+        embed.add_field(name=ENHANCED_FROM, value=shown_prompt(str(_param(job, "prompt", "")), FIELD_MAX),
+                        inline=False)
+
+
 def is_loop(job: JobRecord) -> bool:
     return bool(_param(job, "loop"))
 
@@ -126,6 +142,8 @@ def status_lines(update: ProgressUpdate) -> list[str]:
         position = update.queue_position
         where = f"position {position} in the queue" if position else "waiting for a slot"
         lines.append(f"Queued: {where} (since {discord_time(job.created_at)})")
+        if _param(job, "enhance") and not job.enhanced_prompt:
+            lines.append(ENHANCING_LINE)
     else:
         started = job.submitted_at or job.created_at
         verb = "Sent to Runware" if update.phase == "submitted" else "Generating"
@@ -149,8 +167,10 @@ def progress_embed(update: ProgressUpdate, label: str) -> discord.Embed:
     colour = COLOR_QUEUED if update.phase == "queued" else COLOR_RUNNING
     if update.note:
         colour = COLOR_WARN
-    prompt = shown_prompt(str(_param(job, "prompt", "")), PROMPT_PREVIEW)
-    body = [f"for <@{job.user_id}>", f"> {prompt}" if prompt else "", "", *status_lines(update)]
+    prompt = shown_prompt(job_prompt(job), PROMPT_PREVIEW)
+    original = shown_prompt(str(_param(job, "prompt", "")), PROMPT_PREVIEW) if job.enhanced_prompt else ""
+    body = [f"for <@{job.user_id}>", f"> {prompt}" if prompt else "",
+            f"{ENHANCED_FROM}: {original}" if original else "", "", *status_lines(update)]
     embed = discord.Embed(title=_title(job, label), description="\n".join(body).strip(), colour=colour)
     _spec_fields(embed, job)
     embed.add_field(name="Reserved", value=micro_to_usd(job.estimate_micro))
@@ -243,9 +263,10 @@ def result_message(
 
     embed = discord.Embed(
         title=_title(job, label),
-        description=shown_prompt(str(_param(job, "prompt", "")), DESCRIPTION_MAX - 100),
+        description=shown_prompt(job_prompt(job), DESCRIPTION_MAX - 100),
         colour=COLOR_DONE if count else COLOR_WARN,
     )
+    add_enhanced_from(embed, job)
     _spec_fields(embed, job)
     seeds = [str(f.result.seed) for f in outcome.files if f.result.seed is not None]
     embed.add_field(name="Seeds" if len(seeds) != 1 else "Seed", value=", ".join(seeds) or "n/a")
@@ -286,8 +307,9 @@ def failure_message(outcome: Outcome, label: str) -> tuple[str, discord.Embed]:
     else:
         money = "You were not charged."
     body = [lead, *(f"• {clip(r, 500)}" for r in reasons), "", money, "",
-            f"> {shown_prompt(str(_param(job, 'prompt', '')), PROMPT_PREVIEW)}"]
+            f"> {shown_prompt(job_prompt(job), PROMPT_PREVIEW)}"]
     embed = discord.Embed(title=f"{title} · {label}", description="\n".join(body), colour=COLOR_FAILED)
+    add_enhanced_from(embed, job)
     _spec_fields(embed, job)
     return f"{mention(job)} job #{job.id} did not produce a video.", embed
 

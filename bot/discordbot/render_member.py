@@ -20,10 +20,12 @@ from bot.discordbot.render_job import (
     COLOR_QUEUED,
     COLOR_RUNNING,
     LOOP_TEXT,
+    add_enhanced_from,
     clip,
     discord_time,
     fmt_seconds,
     is_loop,
+    job_prompt,
     shown_prompt,
     size_text,
     time_taken,
@@ -82,9 +84,10 @@ def details_embed(
     """Every parameter, the seeds, the taskUUID, the money and the timings of one job."""
     embed = discord.Embed(
         title=f"Job #{job.id} · details",
-        description=shown_prompt(str(_param(job, "prompt", "")), DESCRIPTION_MAX - 200),
+        description=shown_prompt(job_prompt(job), DESCRIPTION_MAX - 200),
         colour=state_colour(job),
     )
+    add_enhanced_from(embed, job)
     model_id = _param(job, "model_id")
     embed.add_field(name="Model", value=f"{label} (`{model_id}`)" if model_id else label)
     embed.add_field(name="Size", value=size_text(job))
@@ -100,6 +103,10 @@ def details_embed(
     last_text = "the first (loop)" if loop else "yes" if last else "no"
     embed.add_field(name="Frames", value=f"first: {'yes' if first else 'no'}, last: {last_text}")
     embed.add_field(name="Loop", value=LOOP_TEXT if loop else "no")
+    if _param(job, "enhance"):
+        cost = "" if job.enhance_cost_micro is None else f", cost {micro_to_usd(job.enhance_cost_micro)}"
+        done = "prompt rewritten" if job.enhanced_prompt else "not done"
+        embed.add_field(name="Prompt enhancer", value=f"{done}{cost}")
     negative = _param(job, "negative_prompt")
     embed.add_field(name="Negative prompt", value=shown_prompt(negative, FIELD_MAX) if negative else "none",
                     inline=False)
@@ -176,7 +183,7 @@ def quota_embed(usage: MemberUsage, in_flight: Sequence[JobRecord] = ()) -> disc
 # ---- /history ------------------------------------------------------------------------------------
 
 def history_line(job: JobRecord, money: JobMoney) -> str:
-    prompt = shown_prompt(" ".join(str(_param(job, "prompt", "")).split()), SNIPPET)
+    prompt = shown_prompt(" ".join(job_prompt(job).split()), SNIPPET)
     when = discord_time(job.created_at)
     return f"**#{job.id}** · {state_text(job)} · {cost_text(money)} · {when} · {prompt}"
 
@@ -241,9 +248,10 @@ def job_message(
     """/job: the job's summary and, for a finished job, its videos (attached ones travel as files)."""
     embed = discord.Embed(
         title=f"Job #{job.id} · {label}",
-        description=shown_prompt(str(_param(job, "prompt", "")), DESCRIPTION_MAX - 200),
+        description=shown_prompt(job_prompt(job), DESCRIPTION_MAX - 200),
         colour=state_colour(job),
     )
+    add_enhanced_from(embed, job)
     embed.add_field(name="By", value=f"<@{job.user_id}>")
     embed.add_field(name="State", value=state_text(job))
     embed.add_field(name="Cost", value=cost_text(money))

@@ -24,8 +24,10 @@ from bot.runware.errors import (
 )
 from bot.runware.fold import fold_item
 from bot.runware.models import (
+    EnhancedPrompt,
     GetResponseTask,
     ImageUploadTask,
+    PromptEnhanceTask,
     TaskError,
     TaskStatus,
     VideoInferenceTask,
@@ -33,6 +35,7 @@ from bot.runware.models import (
     item_status,
     item_task_uuid,
     new_task_uuid,
+    parse_enhanced_item,
     parse_error_item,
     split_response,
 )
@@ -119,6 +122,21 @@ class RunwareClient:
         if reply.status >= 400:
             raise self._error(reply.status, None)
         log.debug("submitted %s", task.task_uuid)
+
+    async def enhance_prompt(self, task: PromptEnhanceTask) -> list[EnhancedPrompt]:
+        """One promptEnhance task, sent ONCE: a call repeated after a lost answer may be billed again,
+        so the caller (which writes each call down first) asks again when the error is ``retryable``."""
+        wire = task.to_wire()
+        reply = await self._exchange(lambda: [wire], what="enhance", retries=0)
+        errors = [self._error(reply.status, e) for e in _errors_for_task(reply, task.task_uuid)]
+        if errors:
+            raise errors[0]
+        if reply.status >= 400:
+            raise self._error(reply.status, None)
+        texts = [e for i in reply.data if item_task_uuid(i) == task.task_uuid and (e := parse_enhanced_item(i))]
+        if not texts:
+            raise TransportError("missingText", f"HTTP {reply.status}: the promptEnhance answer carried no text")
+        return texts
 
     async def upload_image(self, data_uri: str) -> str:
         """Upload one image (a data URI); returns its imageUUID."""
@@ -211,10 +229,12 @@ class RunwareClient:
 
     # ---- HTTP --------------------------------------------------------------------------------
 
-    async def _exchange(self, build: Callable[[], Tasks], *, what: str) -> _Reply:
+    async def _exchange(self, build: Callable[[], Tasks], *, what: str, retries: int | None = None) -> _Reply:
         """POST the tasks, retrying with capped, jittered backoff while the request's failure is
-        ``retryable`` (errors.py decides: transport errors, 429, 5xx, provider trouble). Returns any
-        other answer (2xx, or a final refusal) for the caller to read."""
+        ``retryable`` (errors.py decides: transport errors, 429, 5xx, provider trouble), at most
+        ``retries`` times (default ``max_retries``). Returns any other answer (2xx, or a final
+        refusal) for the caller to read."""
+        max_retries = self.max_retries if retries is None else retries
         attempt = 0
         while True:
             try:
@@ -231,7 +251,7 @@ class RunwareClient:
                 if not failure.retryable:
                     return reply  # a final refusal (400..403, a bad request): the caller reads it
                 retry_after = reply.retry_after_s
-            if attempt >= self.max_retries:
+            if attempt >= max_retries:
                 log.warning("%s failed after %d attempts: %s", what, attempt + 1, failure)
                 raise failure
             delay = self.backoff_delay(attempt)

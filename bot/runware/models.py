@@ -99,6 +99,19 @@ class ImageUploadTask(_Wire):
         return {"taskType": "imageUpload", "taskUUID": self.task_uuid, "image": self.image}
 
 
+class PromptEnhanceTask(_Wire):
+    """Runware's prompt enhancer: ``prompt`` 1..300 characters, ``max_length`` 12..400 tokens,
+    ``versions`` 1..5 (one text back per version)."""
+
+    task_uuid: str = Field(serialization_alias="taskUUID")
+    prompt: str
+    max_length: int = Field(serialization_alias="promptMaxLength")
+    versions: int = Field(1, serialization_alias="promptVersions")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"taskType": "promptEnhance", **super().to_wire(), "includeCost": True}
+
+
 # ---- responses -------------------------------------------------------------------------------
 
 
@@ -113,6 +126,24 @@ class VideoResult(BaseModel):
     seed: int | None = None
     cost_micro: int | None = None
     nsfw: bool = False
+
+
+class EnhancedPrompt(BaseModel):
+    """One version of a promptEnhance answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_uuid: str
+    text: str
+    cost_micro: int | None = None
+
+
+def parse_enhanced_item(item: dict[str, Any]) -> EnhancedPrompt | None:
+    text = item.get("text")
+    if item.get("taskType") != "promptEnhance" or not isinstance(text, str) or not text.strip():
+        return None
+    return EnhancedPrompt(task_uuid=str(item.get("taskUUID", "")), text=text.strip(),
+                          cost_micro=cost_to_micro(item.get("cost")))
 
 
 class TaskError(BaseModel):

@@ -30,6 +30,7 @@ from bot.runware.models import TaskStatus, new_task_uuid
 from bot.services import queue
 from bot.services.clock import Clock, SystemClock
 from bot.services.delivery import Deliverer
+from bot.services.enhance import enhancement_charge, made_request
 from bot.services.jobs import JobStore
 from bot.services.metrics import Metrics
 from bot.services.moderation.permissions import may_manage_job
@@ -41,6 +42,7 @@ from bot.services.sink import JobSink
 from bot.services.submitter import Submitter
 from bot.services.trouble import RunwareTrouble
 from bot.services.webhooks import WebhookReceiver, webhook_settings
+from bot.usd import micro_to_usd
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +268,7 @@ class Engine:
                 upload_limit=upload_limit,
                 parent_job_id=parent_job_id,
                 blocklist_text="\n".join(filter(None, [request.prompt, request.negative_prompt])),
+                enhance_reserve_micro=request.enhance_reserve_micro if request.enhance else None,
             )
             if self.deliver_to:  # before anything is sent: a run taking the job over delivers it there
                 await set_deliver_to(self.db, job.id, self.deliver_to)
@@ -295,7 +298,8 @@ class Engine:
         source = await get_job(self.db, job_id)
         if source is None or source.guild_id != member.guild_id:
             raise UserFacingError(f"Job #{job_id} does not exist here.")
-        request = ResolvedRequest.model_validate(source.params).model_copy(update={"origin": "reroll"})
+        # An enhanced job's prompt is the enhancer's text, used as it is (not enhanced again).
+        request = made_request(source).model_copy(update={"origin": "reroll"})
         missing = [n for n, has in (("first", request.has_first_frame), ("last", request.has_last_frame))
                    if has and n not in (source.image_uuids or {})]
         if missing:
@@ -320,7 +324,10 @@ class Engine:
         updated = await self.store.request_cancel(job_id, f"discord:{member.user_id}")
         if updated is None:  # gone between the read and the cancel
             raise UserFacingError(f"Job #{job_id} does not exist here.")
-        if updated.state == "cancelled" and not updated.may_be_at_runware:
+        if updated.state == "cancelled" and not updated.may_be_at_runware and enhancement_charge(updated):
+            message = (f"Job #{job_id} was cancelled before its video reached Runware; only its prompt "
+                       f"enhancement is charged ({micro_to_usd(enhancement_charge(updated))}).")
+        elif updated.state == "cancelled" and not updated.may_be_at_runware:
             message = f"Job #{job_id} was cancelled before it reached Runware; nothing was charged."
         else:
             message = (

@@ -5,7 +5,8 @@ failpoint, so a process killed right after any of them resumes from the database
 Money rules applied by ``finish``: a known cost settles (a failure billed 0 releases instead); an
 unknown cost releases, except for jobs that may still be billed (timed out, or cancelled after they
 were sent): their reserve stays open until a late ``finish`` brings the cost, or ``expire``
-(the poller, once the late window has passed) settles what arrived and releases the rest.
+(the poller, once the late window has passed) settles what arrived and releases the rest. A prompt
+enhancement's cost (bot/services/enhance.py) settles with the videos' in the same row, or alone.
 
 The submit window: ``begin_submit`` writes ``submit_sent_at`` before the request goes out, so from
 then on the job counts as possibly at Runware even while it is still 'queued' (killed before
@@ -15,12 +16,12 @@ decides while it lives, and otherwise the job is cancelled with its reserve open
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import tzinfo
-from typing import Any, TypeVar
+from typing import Any
 
 from bot import failpoints
 from bot.db import Conn, Database
+from bot.db.enhance import set_enhance_reserve
 from bot.db.jobs import (
     finish_job,
     get_job,
@@ -45,11 +46,10 @@ from bot.errors import LimitExceeded
 from bot.runware.models import VideoResult
 from bot.services import queue
 from bot.services.clock import Clock, day_of, month_of
+from bot.services.enhance import enhancement_charge
+from bot.services.enhance_steps import SYSTEM_ACTOR, EnhanceSteps
 from bot.services.metrics import JobFinished, Metrics
 from bot.services.quotas import TERMINAL_SCOPE, Member, Quotas
-
-SYSTEM_ACTOR = "system"
-T = TypeVar("T")
 
 
 def _actor(member: Member) -> str:
@@ -68,7 +68,7 @@ def _ledger(c: Conn, job: JobRecord, kind: str, amount: int, reason: str | None,
     )
 
 
-class JobStore:
+class JobStore(EnhanceSteps):
     def __init__(
         self,
         db: Database,
@@ -85,15 +85,6 @@ class JobStore:
         self.tz = tz
         self.run_id = run_id
         self.metrics = metrics
-
-    async def _noted_tx(self, fn: Callable[..., T], *args: Any) -> T:
-        """run_tx with a list as ``fn``'s last argument, where it notes the jobs it finished and the
-        costs it settled; they reach the metrics once the transaction has committed."""
-        notes: list[JobFinished] = []
-        result = await self.db.run_tx(fn, *args, notes)
-        if notes and self.metrics is not None:
-            self.metrics.job_events(notes)
-        return result
 
     # ---- creation (the reserve) --------------------------------------------------------------------
 
@@ -139,6 +130,7 @@ class JobStore:
         upload_limit: int | None = None,
         parent_job_id: int | None = None,
         blocklist_text: str | None = None,
+        enhance_reserve_micro: int | None = None,
     ) -> JobRecord:
         """Check everything and reserve the estimate in ONE write transaction (SQLite: BEGIN IMMEDIATE;
         PostgreSQL: lock_spend's locks, held only by the limit checks and the writes), writing the
@@ -152,6 +144,7 @@ class JobStore:
                 dict(channel_id=channel_id, model_key=model_key, params=params, task_uuid=task_uuid,
                      duration_s=duration_s, variations=variations, estimate_micro=estimate_micro,
                      upload_limit=upload_limit, parent_job_id=parent_job_id),
+                enhance_reserve_micro,
             )
         except LimitExceeded as exc:
             await self.quotas.note_refusal(member, exc)
@@ -160,7 +153,8 @@ class JobStore:
         return job
 
     def _create(
-        self, c: Conn, member: Member, now: float, blocklist_text: str | None, fields: dict[str, Any]
+        self, c: Conn, member: Member, now: float, blocklist_text: str | None, fields: dict[str, Any],
+        enhance_reserve_micro: int | None,
     ) -> JobRecord:
         self._checks(c, member, fields["channel_id"], blocklist_text, None, fields["variations"], now)
         lock_spend(c, member.guild_id, member.user_id,
@@ -175,6 +169,8 @@ class JobStore:
             amount_micro=fields["estimate_micro"], day=day, month=month, actor=_actor(member), reason=None,
             at=now,
         )
+        if enhance_reserve_micro is not None:
+            set_enhance_reserve(c, job_id, enhance_reserve_micro)
         job = get_job(c, job_id)
         assert job is not None
         return job
@@ -290,16 +286,19 @@ class JobStore:
         else:
             reached = state
         settled: int | None = None
+        enhancement = enhancement_charge(job)  # settles with the videos, in the one settle row
         if cost_micro is None and state == "succeeded":
             # includeCost is always sent; if Runware still said nothing, the results' own costs or
             # else the estimate: a delivered video is never free by accident.
             count, total = results_cost(c, job_id)
-            cost_micro = total if count and total else job.estimate_micro
-        if cost_micro is not None and (state == "succeeded" or cost_micro > 0):
-            if _ledger(c, job, "settle", cost_micro, state, now) is not None:
-                settled = cost_micro
-        elif cost_micro is None and _may_still_bill(state, job):
+            cost_micro = total if count and total else job.video_estimate_micro
+        videos = cost_micro if cost_micro is not None and (state == "succeeded" or cost_micro > 0) else None
+        if videos is None and cost_micro is None and _may_still_bill(state, job):
             pass  # the reserve stays open: a late cost, or expire() / close_late_window()
+        elif videos is not None or enhancement:  # videos billed 0 still settle the enhancement
+            reason = state if videos is not None else error or state
+            if _ledger(c, job, "settle", (videos or 0) + enhancement, reason, now) is not None:
+                settled = (videos or 0) + enhancement
         else:
             _ledger(c, job, "release", job.estimate_micro, error or state, now)
         if reached is not None or settled is not None:
@@ -336,17 +335,17 @@ class JobStore:
         for job in get_jobs(c, job_ids):
             if not job.is_final or job_money(c, job.id).finalized:
                 continue
-            arrived = results_for_job(c, job.id)
-            if not arrived:
+            arrived, enhancement = results_for_job(c, job.id), enhancement_charge(job)
+            if not arrived and not enhancement:
                 _ledger(c, job, "release", job.estimate_micro, "no cost reported", now)
                 closed.append(job.id)
                 continue
             # Runware billed what it made; a video whose cost it did not say counts at its share
             # of the estimate (never free by accident). The rest of the reserve goes back.
-            share = job.estimate_micro // job.variations
-            cost = sum(share if r.cost_micro is None else r.cost_micro for r in arrived)
+            share = job.video_estimate_micro // job.variations
+            cost = sum(share if r.cost_micro is None else r.cost_micro for r in arrived) + enhancement
             missing = max(job.variations - len(arrived), 0)
-            if job.state == "timed_out":
+            if job.state == "timed_out" and arrived:
                 came = "1 video" if len(arrived) == 1 else f"{len(arrived)} videos"
                 late_success(c, job.id, f"Only {came} of {job.variations} came: Runware did not finish "
                              f"the other {missing} in time, and they cost nothing.", missing)

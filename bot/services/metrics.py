@@ -29,7 +29,7 @@ from bot.services.quotas import RUNWARE_PAUSE_KEY
 log = logging.getLogger(__name__)
 
 # The Runware task types the client sends, and how a request ended (see RunwareClient).
-RUNWARE_TASKS = ("videoInference", "getResponse", "imageUpload")
+RUNWARE_TASKS = ("videoInference", "getResponse", "imageUpload", "promptEnhance")
 RUNWARE_OUTCOMES = ("ok", "rejected", "refused", "rate_limited", "server_error", "transport_error")
 # A video takes from half a minute to the deadline (30 min by default).
 JOB_SECONDS_BUCKETS = (15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600)

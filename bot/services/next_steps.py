@@ -19,6 +19,7 @@ from bot.errors import UserFacingError
 from bot.images import CheckedImage, check_image_async
 from bot.requests import ResolvedRequest, resolve_request
 from bot.services.delivery import MAX_FIT_SOURCE
+from bot.services.enhance import made_request
 from bot.services.media import MediaError
 from bot.services.quotas import Member
 
@@ -51,7 +52,7 @@ async def videos_of(engine: Engine, job: JobRecord) -> list[ResultRecord]:
 
 
 def _params(job: JobRecord) -> ResolvedRequest:
-    return ResolvedRequest.model_validate(job.params)
+    return made_request(job)  # an enhanced job's prompt is the enhancer's text (not enhanced again)
 
 
 async def plan_extend(engine: Engine, job: JobRecord, video: int) -> PlannedJob:

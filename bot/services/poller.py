@@ -152,7 +152,7 @@ class Poller:
         results = await results_for_job(self.db, job.id)
         cost = sum(r.cost_micro or 0 for r in results) + sum(e.cost_micro or 0 for e in real_errors)
         if results and all(r.cost_micro is None for r in results):
-            cost = job.estimate_micro  # includeCost was ignored: settle what we reserved, never less
+            cost = job.video_estimate_micro  # includeCost was ignored: settle what we reserved, never less
         failures = [error_for(None, e).user_message for e in real_errors]
         state = "succeeded" if results else "failed"
         error = "\n".join(failures) or None

@@ -29,6 +29,7 @@ from bot.db.jobs import claim_jobs, finish_job, get_jobs, set_cancelled_by, set_
 from bot.db.money import insert_ledger
 from bot.db.queue import count_in_flight, lock_queue, next_in_queue, queue_order, stale_cancelled_claims
 from bot.db.records import JobRecord
+from bot.services.enhance import enhancement_charge
 from bot.services.metrics import JobFinished
 
 HOST = socket.gethostname()
@@ -100,14 +101,16 @@ def cancel_sent(c: Conn, job: JobRecord, actor: str, now: float, notes: list[Job
 
 
 def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float, notes: list[JobFinished]) -> bool:
-    """A job that never reached Runware: cancelled, and its reserve released (free)."""
+    """A job whose video never reached Runware: cancelled, and its reserve released (free), unless
+    its prompt enhancement was sent: that settles (bot/services/enhance.py)."""
     if not finish_job(c, job.id, "cancelled", f"Cancelled by {actor}", 0, now):
         return False
     set_cancelled_by(c, job.id, actor)
+    enhancement = enhancement_charge(job)
     insert_ledger(
-        c, kind="release", guild_id=job.guild_id, user_id=job.user_id, job_id=job.id,
-        amount_micro=job.estimate_micro, day=job.day, month=job.month, actor="system",
-        reason="cancelled before submit", at=now,
+        c, kind="settle" if enhancement else "release", guild_id=job.guild_id, user_id=job.user_id,
+        job_id=job.id, amount_micro=enhancement or job.estimate_micro, day=job.day, month=job.month,
+        actor="system", reason="cancelled before submit", at=now, reserved_micro=job.estimate_micro,
     )
     _note_cancelled(notes, job, now)
     return True

@@ -15,11 +15,13 @@ from bot.db.guilds import get_guild_settings
 from bot.db.jobs import get_job
 from bot.db.kv import kv_delete, kv_get, kv_set
 from bot.db.records import JobRecord
-from bot.requests import ResolvedRequest, build_task
+from bot.requests import PROMPT_MAX, ResolvedRequest, build_task
 from bot.runware.client import RunwareClient
-from bot.runware.errors import AuthError, BalanceError, RequestValidationError, RunwareError
+from bot.runware.errors import AuthError, BalanceError, ConflictTaskUUID, RequestValidationError, RunwareError
+from bot.runware.models import PromptEnhanceTask
 from bot.services import queue
 from bot.services.clock import Clock
+from bot.services.enhance import MAX_TOKENS, VERSIONS, enhance_task_uuid, needs_enhancement
 from bot.services.jobs import JobStore
 from bot.services.quotas import RUNWARE_PAUSE_KEY
 from bot.services.trouble import RunwareTrouble
@@ -94,6 +96,11 @@ class Submitter:
                 await self.store.abandon(job.id, "The bot restarted before your images were uploaded; "
                                                  "please try again.")
                 return
+        prompt = job.enhanced_prompt
+        if needs_enhancement(request, job):
+            prompt = await self._enhance(job, request)
+            if prompt is None:
+                return
         uuids = job.image_uuids or {}
         task = build_task(
             request,
@@ -103,6 +110,7 @@ class Submitter:
             last_image=uuids.get("last"),
             safety_mode=(await get_guild_settings(self.db, job.guild_id)).safety_mode,
             webhook_url=self.webhook_url(job),
+            prompt=prompt,
         )
         if not await self.store.begin_submit(job.id):
             return  # cancelled or finished while waiting for its turn
@@ -125,6 +133,40 @@ class Submitter:
             await self.trouble.request_failed(f"submit: {exc.code}")
             return
         await self.store.mark_submitted(job.id, self.clock.now() + self.cfg.runware.first_poll_after_s)
+
+    async def _enhance(self, job: JobRecord, request: ResolvedRequest) -> str | None:
+        """Runware's prompt enhancer, before the video task is built: the call written down first,
+        sent once, its answer stored in one write (bot/services/enhance.py: what it costs). The
+        enhanced text, or None when the job is not submitted now (failed, cancelled, or retried later)."""
+        if not await self.store.begin_enhance(job.id):
+            return None
+        task = PromptEnhanceTask(task_uuid=enhance_task_uuid(job.task_uuid), prompt=request.prompt,
+                                 max_length=MAX_TOKENS, versions=VERSIONS)
+        try:
+            first, *_ = await self.client.enhance_prompt(task)
+        except (AuthError, BalanceError) as exc:
+            await self.store.enhance_not_billed(job.id)  # refused before any work: billed nothing
+            await self.store.unclaim(job.id)
+            await self.runware_refused(exc)
+            return None
+        except RunwareError as exc:
+            if exc.retryable:
+                if exc.status is not None and exc.status < 500:
+                    await self.store.enhance_not_billed(job.id)  # 429: answered, nothing was done
+                log.warning("job %s: prompt enhancement failed (%s); stays queued", job.id, exc.code)
+                await self.store.unclaim(job.id)
+                await self.trouble.request_failed(f"promptEnhance: {exc.code}")
+                return None
+            if isinstance(exc, ConflictTaskUUID):  # Runware has the call and will not answer it again
+                await self.store.abandon(job.id, "Runware's prompt enhancer did not answer again after "
+                                                 "the bot restarted; please try again.")
+                return None
+            await self.store.enhance_refused(job.id, f"Runware's prompt enhancer refused the prompt: "
+                                                     f"{exc.message[:300]}")
+            return None
+        if not await self.store.record_enhancement(job.id, first.text[:PROMPT_MAX], first.cost_micro):
+            return None  # cancelled while the call was out (it then counted at its reserve)
+        return first.text[:PROMPT_MAX]
 
     async def runware_refused(self, exc: RunwareError) -> None:
         """401/402 from Runware: pause every submission bot-wide and alert the operator (at most

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .enhance import EnhanceLogic
 from .media import CONTENT_TYPES, EXTENSIONS, MIB, SMALL, make_small, make_video
 from .models import MODELS
 from .state import FAULT_STATUSES, Faults, SimTask, Stats
@@ -38,7 +39,7 @@ def _json(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
 
 
-class Simulator(TaskLogic):
+class Simulator(TaskLogic, EnhanceLogic):
     def __init__(self, *, api_key: str = "sandbox", speed: float = 1.0, fail_rate: float = 0.0,
                  seed: int | None = None, clock: Callable[[], float] = time.monotonic,
                  base_generation_s: float = 60.0, video_mb: float | None = None) -> None:
@@ -252,13 +253,16 @@ class Simulator(TaskLogic):
                     errors += failed
                 elif kind == "imageUpload":
                     data.append(self._upload(task))
+                elif kind == "promptEnhance":
+                    data += self._enhance(task)
                 elif kind == "ping":
                     data.append({"taskType": "ping", "pong": True})
                 else:
                     raise ApiError("invalidTaskType", f"Unsupported taskType {kind!r}.", parameter="taskType",
                                    task_uuid=task.get("taskUUID") if isinstance(task.get("taskUUID"), str)
                                    else None,
-                                   allowed_values=["videoInference", "getResponse", "imageUpload", "ping"])
+                                   allowed_values=["videoInference", "getResponse", "imageUpload", "promptEnhance",
+                                                   "ping"])
             except ApiError as exc:
                 errors.append(exc.item())
                 status = max(status, exc.status)

@@ -79,3 +79,7 @@ class Stats:
     video_downloads: int = 0
     dropped_connections: int = 0
     tasks: dict[str, SimTask] = field(default_factory=dict)
+    enhance_tasks: int = 0  # promptEnhance tasks answered (repeats of a taskUUID included)
+    enhance_billed_micro: int = 0  # what they billed (kept apart from the videos' billed_micro)
+    enhance_calls: dict[str, int] = field(default_factory=dict)  # taskUUID -> times answered
+    enhance_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # taskUUID -> the last task as received

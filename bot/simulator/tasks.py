@@ -79,7 +79,7 @@ class TaskLogic:
 
     def _balance_left(self) -> int:
         held = sum(t.billed_micro if t.done else t.planned_micro for t in self.stats.tasks.values())
-        return (self.faults.balance_micro or 0) - held
+        return (self.faults.balance_micro or 0) - held - self.stats.enhance_billed_micro
 
     def _submit(self, task: dict[str, Any]) -> dict[str, Any]:
         task_uuid = check_task_uuid(task, "videoInference")

@@ -27,6 +27,8 @@ from bot.db.runs import live_runs, record_poll_round, register_run
 
 TABLES = {"jobs", "results", "ledger", "member_limits", "role_limits", "guild_settings", "gen_channels",
           "blocklist", "bans", "audit", "kv", "runs", "gallery_posts"}
+ENHANCE_COLUMNS = {"enhance_reserve_micro", "enhance_sent_at", "enhance_resent", "enhanced_prompt",
+                   "enhance_cost_micro"}  # 009
 GONE = {"heartbeat"}  # dropped by 007: each run records its own poll rounds
 
 
@@ -44,6 +46,8 @@ async def test_empty_database_migrates_to_latest(tmp_path):
     assert TABLES <= tables and not GONE & tables
     columns = {r["name"] for r in await db.run(Conn.fetchall, "PRAGMA table_info(runs)")}
     assert "polled_at" in columns
+    columns = {r["name"] for r in await db.run(Conn.fetchall, "PRAGMA table_info(jobs)")}
+    assert ENHANCE_COLUMNS <= columns
     assert (await db.run(Conn.fetchval, "PRAGMA journal_mode")).lower() == "wal"
     assert await db.run(Conn.fetchval, "PRAGMA foreign_keys") == 1
     assert await db.run(Conn.fetchval, "PRAGMA busy_timeout") >= 5000
@@ -273,6 +277,9 @@ async def test_postgres_migrates_an_empty_database_and_reopens(pg_url):
     rows = await db.run(Conn.fetchall, "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
                         ("runs",))
     assert "polled_at" in {r["column_name"] for r in rows}
+    rows = await db.run(Conn.fetchall, "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                        ("jobs",))
+    assert ENHANCE_COLUMNS <= {r["column_name"] for r in rows}
     await db.run(kv_set, "command_hash", "abc")
     await db.close()
     db = await open_database(pg_url)  # 001 has plain CREATE TABLEs: a clean reopen proves it was skipped
@@ -406,5 +413,34 @@ async def test_runs_keep_their_rows_and_gain_polled_at_when_the_heartbeat_goes(s
         assert [r.polled_at for r in await live_runs(db, 110.0)] == [125.0]
         with pytest.raises(Exception, match="heartbeat"):
             await db.run(Conn.fetchall, "SELECT * FROM heartbeat")
+    finally:
+        await db.close()
+
+
+async def test_jobs_gain_the_prompt_enhancer_columns(store, tmp_path):
+    """Migration 009 on both stores: a database at 008 with a job: the job gains the enhancer's columns
+    (no enhancement: reserve NULL, nothing sent, not resent), and a fresh database has them too."""
+    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations"
+    before = tmp_path / "before-009"
+    (before / "pg").mkdir(parents=True)
+    for migration in load_migrations()[:8]:
+        shutil.copy(shipped / migration.name, before / migration.name)
+        shutil.copy(shipped / "pg" / migration.name, before / "pg" / migration.name)
+    db = await open_database(store, migrations_dir=before)
+    try:
+        assert await db.user_version() == 8
+        await db.run(insert_job, guild_id=7, channel_id=10, user_id=5, model_key="kling-2.5-turbo-pro", params={},
+                     task_uuid="t-old", duration_s=5, variations=1, estimate_micro=350_000, created_at=0.0,
+                     day="2024-03-10", month="2024-03", upload_limit=None, parent_job_id=None)
+    finally:
+        await db.close()
+    db = await open_database(store)
+    try:
+        assert await db.user_version() >= 9
+        [job] = await db.run(Conn.fetchall, "SELECT * FROM jobs")
+        assert (job["enhance_reserve_micro"], job["enhance_sent_at"], job["enhance_resent"], job["enhanced_prompt"],
+                job["enhance_cost_micro"]) == (None, None, 0, None, None)
+        with pytest.raises(IntegrityError):
+            await db.run(Conn.execute, "UPDATE jobs SET enhance_reserve_micro = -1")
     finally:
         await db.close()

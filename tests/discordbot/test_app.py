@@ -18,7 +18,7 @@ from bot.discordbot.sink import REFUSALS_BEFORE_DM
 from tests.fakes.world import BotWorld, launch, started_world
 
 VIDEO_OPTIONS = ["prompt", "model", "first_frame", "last_frame", "duration", "aspect", "negative_prompt",
-                 "cfg_scale", "variations", "format", "quality", "loop"]
+                 "cfg_scale", "variations", "format", "quality", "loop", "enhance"]
 
 
 async def test_video_command_is_registered_with_its_options_and_choices(world: BotWorld) -> None:
@@ -39,6 +39,8 @@ async def test_video_command_is_registered_with_its_options_and_choices(world: B
     assert options["first_frame"]["type"] == 11 and options["last_frame"]["type"] == 11
     assert (options["loop"]["type"], options["loop"].get("required", False)) == (5, False)  # an optional boolean
     assert options["loop"]["description"].startswith("End on the first frame: a seamless loop")
+    assert (options["enhance"]["type"], options["enhance"].get("required", False)) == (5, False)
+    assert options["enhance"]["description"] == "Let Runware's prompt enhancer rewrite the prompt first"
 
     # Job ids go up to Discord's largest integer option (2^53 - 1); 2^53 makes Discord refuse the whole
     # registration, and the fake with it (its schema check).

@@ -174,7 +174,7 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
         live = bot.running()
         check_channel(bot, interaction, "Re-roll")
         source = await job_here(bot, interaction, job_id)
-        if not await confirm_cost(bot, interaction, source.estimate_micro, f"a re-roll of job #{job_id}"):
+        if not await confirm_cost(bot, interaction, source.video_estimate_micro, f"a re-roll of job #{job_id}"):
             return
         job = await live.engine.reroll(job_id, member_of(interaction), channel_id=interaction.channel_id,
                                        upload_limit=interaction.filesize_limit or None)

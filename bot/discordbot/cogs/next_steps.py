@@ -25,6 +25,7 @@ from bot.discordbot.interactions import VideoOptions, check_channel, handle_vide
 from bot.errors import InvalidInput, UserFacingError
 from bot.requests import CFG_MAX, CFG_MIN, PROMPT_MAX, PROMPT_MIN, ResolvedRequest
 from bot.services import next_steps
+from bot.services.enhance import made_request
 from bot.services.next_steps import PlannedJob
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class NextStepsCog(commands.Cog, name=COG_NAME):
         bot = self.bot
         bot.running()
         job = await job_here(bot, interaction, job_id)
-        await interaction.response.send_modal(RemixModal(self, job.id, ResolvedRequest.model_validate(job.params)))
+        await interaction.response.send_modal(RemixModal(self, job.id, made_request(job)))
 
     # ---- Make a video ----------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ DESCRIPTIONS = {
     "format": "File format (default MP4)",
     "quality": "Output quality, 20 to 99",
     "loop": "End on the first frame: a seamless loop (needs a first frame)",
+    "enhance": "Let Runware's prompt enhancer rewrite the prompt first",
 }
 
 
@@ -61,13 +62,14 @@ def build_video_command(bot: KlingBot) -> app_commands.Command:
         format: str | None = None,  # noqa: A002 - the option's public name (SPEC 2.3)
         quality: Range[int, QUALITY_MIN, QUALITY_MAX] | None = None,
         loop: bool | None = None,
+        enhance: bool | None = None,
     ) -> None:
         # First, at once: Discord wants an answer within 3 s, and downloads take longer.
         await interaction.response.defer(ephemeral=True, thinking=True)
         options = VideoOptions(
             prompt=prompt, model=model, first_frame=first_frame, last_frame=last_frame, duration=duration,
             aspect=aspect, negative_prompt=negative_prompt, cfg_scale=cfg_scale, variations=variations,
-            format=format, quality=quality, loop=bool(loop),
+            format=format, quality=quality, loop=bool(loop), enhance=bool(enhance),
         )
         await handle_video(bot, interaction, options)
 
