@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.config import Config
 from bot.db.connection import Database
-from bot.db.guilds import get_guild_settings
+from bot.db.guilds import get_guild_settings, list_blocklist
 from bot.db.jobs import get_job
 from bot.db.kv import kv_delete, kv_get, kv_set
 from bot.db.records import JobRecord
@@ -23,7 +23,7 @@ from bot.services import queue
 from bot.services.clock import Clock
 from bot.services.enhance import MAX_TOKENS, VERSIONS, enhance_task_uuid, needs_enhancement
 from bot.services.jobs import JobStore
-from bot.services.quotas import RUNWARE_PAUSE_KEY
+from bot.services.quotas import RUNWARE_PAUSE_KEY, blocked_term
 from bot.services.trouble import RunwareTrouble
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,11 @@ class Submitter:
             prompt = await self._enhance(job, request)
             if prompt is None:
                 return
+        if prompt is not None and (term := await self._blocked_here(job, prompt)) is not None:
+            # The member's own text passed the server's blocklist; the enhancer's must too.
+            await self.store.abandon(job.id, f"Runware's prompt enhancer rewrote the prompt with {term!r}, "
+                                             "which is blocked on this server, so no video was made.")
+            return
         uuids = job.image_uuids or {}
         task = build_task(
             request,
@@ -167,6 +172,11 @@ class Submitter:
         if not await self.store.record_enhancement(job.id, first.text[:PROMPT_MAX], first.cost_micro):
             return None  # cancelled while the call was out (it then counted at its reserve)
         return first.text[:PROMPT_MAX]
+
+    async def _blocked_here(self, job: JobRecord, prompt: str) -> str | None:
+        if job.guild_id <= 0:  # the terminal and DMs have no blocklist
+            return None
+        return blocked_term(prompt, await list_blocklist(self.db, job.guild_id))
 
     async def runware_refused(self, exc: RunwareError) -> None:
         """401/402 from Runware: pause every submission bot-wide and alert the operator (at most

@@ -6,6 +6,7 @@ start from the enhanced prompt without enhancing again."""
 
 from __future__ import annotations
 
+from bot.db.guilds import add_blocklist_term
 from bot.services.enhance import enhance_task_uuid
 from bot.simulator.enhance import MICRO_PER_VERSION, enhanced_text
 from tests.fakes.world import BotWorld, callback
@@ -147,3 +148,20 @@ async def test_a_long_prompt_with_enhance_is_refused_before_anything_is_spent(wo
             "Runware's prompt enhancer), or enhance off.") in text
     assert await w.jobs() == [] and await w.ledger() == []
     assert w.sim.stats.http_requests == 0
+
+
+async def test_an_enhanced_prompt_with_a_term_the_server_blocks_makes_no_video(world: BotWorld) -> None:
+    """The member's own prompt passed the blocklist; the enhancer's text adds a blocked term: no
+    video task goes out, the job fails naming the term, and only the enhancement is charged."""
+    w = world
+    assert world.bot is not None and world.bot.db is not None
+    await add_blocklist_term(world.bot.db, w.seed.guild_id, "cinematic*")
+    iid = await w.video({"prompt": PROMPT, "enhance": True})
+    await w.reply(iid, "Queued as job #1")
+    job = await w.wait_notified(1)
+    assert job.state == "failed"
+    assert "'cinematic*'" in (job.error or "") and "blocked on this server" in (job.error or "")
+    assert w.sim.stats.enhance_tasks == 1 and w.sim.stats.submits == 0
+    assert money(await w.ledger()) == [("reserve", PRICE_5S + RESERVE), ("settle", MICRO_PER_VERSION)]
+    [notice] = await w.wait(lambda: [m for m in w.channel_messages() if "did not produce a video" in m.content])
+    assert "blocked on this server" in notice.embeds[0]["description"]
