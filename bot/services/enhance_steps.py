@@ -10,12 +10,10 @@ from typing import Any, TypeVar
 from bot import failpoints
 from bot.db import Conn, Database
 from bot.db.enhance import clear_enhance_sent, mark_enhance_sending, record_enhancement
-from bot.db.jobs import get_job
 from bot.services import queue
 from bot.services.clock import Clock
 from bot.services.metrics import JobFinished, Metrics
 
-SYSTEM_ACTOR = "system"
 T = TypeVar("T")
 
 
@@ -49,13 +47,7 @@ class EnhanceSteps:
         return send
 
     def _begin_enhance(self, c: Conn, job_id: int, now: float, notes: list[JobFinished]) -> bool:
-        job = get_job(c, job_id)
-        if job is None or job.state != "queued":
-            return False
-        if job.cancel_requested:
-            queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now, notes)
-            return False
-        return mark_enhance_sending(c, job_id, now)
+        return queue.open_send_window(c, job_id, now, notes, mark_enhance_sending)
 
     async def record_enhancement(self, job_id: int, text: str, cost_micro: int | None) -> bool:
         """The enhanced prompt and its cost, one write; False when the job was cancelled meanwhile."""

@@ -47,8 +47,9 @@ from bot.runware.models import VideoResult
 from bot.services import queue
 from bot.services.clock import Clock, day_of, month_of
 from bot.services.enhance import enhancement_charge
-from bot.services.enhance_steps import SYSTEM_ACTOR, EnhanceSteps
+from bot.services.enhance_steps import EnhanceSteps
 from bot.services.metrics import JobFinished, Metrics
+from bot.services.queue import SYSTEM_ACTOR
 from bot.services.quotas import TERMINAL_SCOPE, Member, Quotas
 
 
@@ -196,13 +197,7 @@ class JobStore(EnhanceSteps):
         return send
 
     def _begin_submit(self, c: Conn, job_id: int, now: float, notes: list[JobFinished]) -> bool:
-        job = get_job(c, job_id)
-        if job is None or job.state != "queued":
-            return False
-        if job.cancel_requested:
-            queue.cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now, notes)
-            return False
-        return mark_sending(c, job_id, now)
+        return queue.open_send_window(c, job_id, now, notes, mark_sending)
 
     async def mark_submitted(self, job_id: int, next_poll_at: float) -> bool:
         """queued -> submitted (Runware acknowledged). False when the job was not queued (e.g.

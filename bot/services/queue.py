@@ -23,14 +23,17 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable
 
 from bot.db import Conn, Database
-from bot.db.jobs import claim_jobs, finish_job, get_jobs, set_cancelled_by, set_next_poll
+from bot.db.jobs import claim_jobs, finish_job, get_job, get_jobs, set_cancelled_by, set_next_poll
 from bot.db.money import insert_ledger
 from bot.db.queue import count_in_flight, lock_queue, next_in_queue, queue_order, stale_cancelled_claims
 from bot.db.records import JobRecord
 from bot.services.enhance import enhancement_charge
 from bot.services.metrics import JobFinished
+
+SYSTEM_ACTOR = "system"  # who acts when no member or moderator does (ledger, audit)
 
 HOST = socket.gethostname()
 RUN_ID = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"  # this process
@@ -64,7 +67,7 @@ def take(c: Conn, max_in_flight: int, run_id: str, now: float, notes: list[JobFi
     lock_queue(c)
     # A cancel that came while a job was claimed, whose taker never came back: finish it here.
     for job in get_jobs(c, stale_cancelled_claims(c, stale)):
-        cancel_waiting(c, job, job.cancelled_by or "system", now, notes)
+        cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now, notes)
     slots = max_in_flight - count_in_flight(c, run_id, stale)
     if slots <= 0:
         return []
@@ -86,6 +89,20 @@ def cancel_waiting(c: Conn, job: JobRecord, actor: str, now: float, notes: list[
 def _note_cancelled(notes: list[JobFinished], job: JobRecord, now: float) -> None:
     """In the same place as the write: no path can cancel a job without it being counted."""
     notes.append(JobFinished(job.model_key, "cancelled", job.submitted_at, now, None))
+
+
+def open_send_window(c: Conn, job_id: int, now: float, notes: list[JobFinished],
+                     mark_sending: Callable[[Conn, int, float], bool]) -> bool:
+    """A queued job's call (the submit, or the prompt enhancement) is about to go out: True once
+    ``mark_sending`` wrote it down first. False when it must not go: finished meanwhile, or a cancel
+    was asked for (finished here: free if nothing was ever sent)."""
+    job = get_job(c, job_id)
+    if job is None or job.state != "queued":
+        return False
+    if job.cancel_requested:
+        cancel_waiting(c, job, job.cancelled_by or SYSTEM_ACTOR, now, notes)
+        return False
+    return mark_sending(c, job_id, now)
 
 
 def cancel_sent(c: Conn, job: JobRecord, actor: str, now: float, notes: list[JobFinished]) -> bool:
@@ -110,7 +127,7 @@ def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float, notes: list[J
     insert_ledger(
         c, kind="settle" if enhancement else "release", guild_id=job.guild_id, user_id=job.user_id,
         job_id=job.id, amount_micro=enhancement or job.estimate_micro, day=job.day, month=job.month,
-        actor="system", reason="cancelled before submit", at=now, reserved_micro=job.estimate_micro,
+        actor=SYSTEM_ACTOR, reason="cancelled before submit", at=now, reserved_micro=job.estimate_micro,
     )
     _note_cancelled(notes, job, now)
     return True
