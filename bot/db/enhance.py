@@ -30,9 +30,11 @@ def mark_enhance_sending(c: Conn, job_id: int, now: float) -> bool:
 
 @query
 def clear_enhance_sent(c: Conn, job_id: int) -> bool:
-    """Runware answered the enhancement call with a 4xx: that call billed nothing."""
+    """Runware answered the enhancement call with a 4xx: that call billed nothing. Only a queued job:
+    one cancelled while the call was out has already settled it at its reserve."""
     rows = c.fetchall(
-        "UPDATE jobs SET enhance_sent_at = NULL WHERE id = ? AND enhanced_prompt IS NULL RETURNING id",
+        "UPDATE jobs SET enhance_sent_at = NULL WHERE id = ? AND enhanced_prompt IS NULL AND state = 'queued'"
+        " RETURNING id",
         (job_id,),
     )
     return bool(rows)

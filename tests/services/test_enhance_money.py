@@ -146,6 +146,9 @@ async def test_a_cancel_while_the_call_is_out_settles_the_reserve_and_drops_the_
     assert not await store.record_enhancement(job.id, "late", 300)
     assert not await store.begin_submit(job.id)
     assert await rows(db, job.id) == [("reserve", VIDEO + RESERVE), ("settle", RESERVE)]
+    # A 4xx answering that call afterwards changes nothing: the job agrees with its ledger.
+    await store.enhance_not_billed(job.id)
+    assert enhancement_charge(await get_job(db, job.id)) == RESERVE
     # Cancelled after a recorded enhancement, before the video was sent: its reported cost.
     other = await create(store)
     await enhanced(store, other.id)
