@@ -10,7 +10,17 @@ import discord
 
 from bot.db.records import JobRecord
 from bot.discordbot.limits import CONTENT_MAX, DESCRIPTION_MAX
-from bot.discordbot.render_job import LOOP_TEXT, clip, discord_time, is_loop, shown_prompt, size_text
+from bot.discordbot.render_job import (
+    LOOP_TEXT,
+    add_enhanced_from,
+    clip,
+    discord_time,
+    is_loop,
+    job_prompt,
+    job_title,
+    shown_prompt,
+    size_text,
+)
 
 COLOR_GALLERY = discord.Colour.gold()
 SET_HINT = "`/genadmin gallery set channel:#channel`"
@@ -91,9 +101,9 @@ def gallery_post(job: JobRecord, label: str, *, source_url: str, shared_by: int,
                  ) -> tuple[str | None, discord.Embed]:
     """Content (links to the videos that are not attached, else None) and the gallery embed. The maker
     is a mention inside the embed, which never pings."""
-    prompt = str((job.params or {}).get("prompt", ""))
-    embed = discord.Embed(title=f"Job #{job.id} · {label}", url=source_url,
-                          description=shown_prompt(prompt, DESCRIPTION_MAX - 100), colour=COLOR_GALLERY)
+    embed = discord.Embed(title=job_title(job, label), url=source_url,
+                          description=shown_prompt(job_prompt(job), DESCRIPTION_MAX - 100), colour=COLOR_GALLERY)
+    add_enhanced_from(embed, job)
     embed.add_field(name="Made by", value=f"<@{job.user_id}>")
     embed.add_field(name="Model", value=label)
     embed.add_field(name="Duration", value=f"{job.duration_s} s")

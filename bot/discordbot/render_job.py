@@ -93,7 +93,7 @@ def size_text(job: JobRecord) -> str:
     return str(aspect or "?")
 
 
-def _title(job: JobRecord, label: str) -> str:
+def job_title(job: JobRecord, label: str) -> str:
     return f"Job #{job.id} · {label}"
 
 
@@ -171,7 +171,7 @@ def progress_embed(update: ProgressUpdate, label: str) -> discord.Embed:
     original = shown_prompt(str(_param(job, "prompt", "")), PROMPT_PREVIEW) if job.enhanced_prompt else ""
     body = [f"for <@{job.user_id}>", f"> {prompt}" if prompt else "",
             f"{ENHANCED_FROM}: {original}" if original else "", "", *status_lines(update)]
-    embed = discord.Embed(title=_title(job, label), description="\n".join(body).strip(), colour=colour)
+    embed = discord.Embed(title=job_title(job, label), description="\n".join(body).strip(), colour=colour)
     _spec_fields(embed, job)
     embed.add_field(name="Reserved", value=micro_to_usd(job.estimate_micro))
     return embed
@@ -262,7 +262,7 @@ def result_message(
     content = clip("\n".join([head, *links]), CONTENT_MAX)
 
     embed = discord.Embed(
-        title=_title(job, label),
+        title=job_title(job, label),
         description=shown_prompt(job_prompt(job), DESCRIPTION_MAX - 100),
         colour=COLOR_DONE if count else COLOR_WARN,
     )

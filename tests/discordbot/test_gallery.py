@@ -42,9 +42,9 @@ async def admin(w: BotWorld, path: str, options: dict | None = None) -> str:
     return await w.answer(iid)
 
 
-async def finished_job(w: BotWorld, prompt: str = PROMPT) -> Message:
+async def finished_job(w: BotWorld, prompt: str = PROMPT, **options: object) -> Message:
     before, submits = len(w.result_messages()), w.sim.stats.submits
-    iid = await w.video({"prompt": prompt})
+    iid = await w.video({"prompt": prompt, **options})
     await w.reply(iid, "Queued as job #")
     await w.wait_submitted(submits + 1)
     w.sim.finish_all()
@@ -269,3 +269,16 @@ async def test_a_gallery_post_a_moderator_deleted_can_be_shared_again(world: Bot
     # And now it is there again: a press links to it.
     assert "already in the gallery" in await w.answer(await share(w, result))
     assert len(gallery(w)) == 1
+
+
+async def test_an_enhanced_job_is_shared_with_the_prompt_that_made_it(world: BotWorld) -> None:
+    w = world
+    await gallery_set(w)
+    result = await finished_job(w, enhance=True)
+    job = await w.wait_notified(1)
+    assert job.enhanced_prompt and job.enhanced_prompt != PROMPT
+    await w.answer(await share(w, result))
+    [post] = await w.wait(lambda: gallery(w))
+    [embed] = post.embeds
+    assert embed["description"] == job.enhanced_prompt
+    assert {f["name"]: f["value"] for f in embed["fields"]}["Enhanced from"] == PROMPT
