@@ -77,6 +77,15 @@ def _check_text(field: str, value: str | None, *, required: bool) -> str | None:
     return text
 
 
+def _check_flag(field: str, value: Any) -> bool:
+    """A true/false option; left out means false."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(field, value, "true or false")
+    return value
+
+
 def _check_int(field: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
@@ -143,10 +152,7 @@ def resolve_request(
     text = _check_text("prompt", prompt, required=True)
     assert text is not None
     negative = _check_text("negative_prompt", negative_prompt, required=False)
-    if enhance is None:
-        enhance = False
-    if not isinstance(enhance, bool):
-        raise InvalidInput("enhance", enhance, "true or false")
+    enhance = _check_flag("enhance", enhance)
     if enhance and len(text) > ENHANCE_PROMPT_MAX:
         raise InvalidInput("prompt", prompt, f"at most {ENHANCE_PROMPT_MAX} characters with enhance (the limit "
                            "of Runware's prompt enhancer), or enhance off",
@@ -173,10 +179,7 @@ def resolve_request(
             f"an image (PNG, JPEG or WEBP); {spec.label} makes videos from a first frame only",
             "is required",
         )
-    if loop is None:
-        loop = False
-    if not isinstance(loop, bool):
-        raise InvalidInput("loop", loop, "true or false")
+    loop = _check_flag("loop", loop)
     if loop:
         _check_loop(cfg, spec, has_first=has_first, has_last=has_last_frame)
     if has_last_frame and not has_first:

@@ -11,8 +11,8 @@ from bot.config import Config
 from bot.errors import InvalidInput
 from bot.images import CheckedImage, check_frame_pair, check_image
 from bot.requests import ResolvedRequest, build_task, resolve_request
-from bot.runware.models import PromptEnhanceTask, VideoInferenceTask, new_task_uuid
-from bot.services.enhance import MAX_TOKENS, VERSIONS, enhance_task_uuid
+from bot.runware.models import VideoInferenceTask, new_task_uuid
+from bot.services.enhance import enhance_task
 from bot.usd import micro_to_usd
 
 
@@ -64,7 +64,7 @@ def resolve_from_args(cfg: Config, args: argparse.Namespace) -> tuple[ResolvedRe
         first_frame_size=(first.width, first.height) if first else None,
         has_last_frame=last is not None,
         loop=args.loop,
-        enhance=getattr(args, "enhance", False),
+        enhance=args.enhance,
     )
     return request, first, last
 
@@ -80,8 +80,7 @@ def dry_run(cfg: Config, args: argparse.Namespace) -> int:
         last_image=last.data_uri() if last else None,
     )
     # With --enhance the promptEnhance task goes first; its text then replaces positivePrompt.
-    tasks = [PromptEnhanceTask(task_uuid=enhance_task_uuid(task_uuid), prompt=request.prompt, max_length=MAX_TOKENS,
-                               versions=VERSIONS).to_wire()] if request.enhance else []
+    tasks = [enhance_task(task_uuid, request.prompt).to_wire()] if request.enhance else []
     tasks.append(task.to_wire())
     if args.json:
         print(json.dumps({"tasks": tasks}))

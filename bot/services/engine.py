@@ -324,9 +324,10 @@ class Engine:
         updated = await self.store.request_cancel(job_id, f"discord:{member.user_id}")
         if updated is None:  # gone between the read and the cancel
             raise UserFacingError(f"Job #{job_id} does not exist here.")
-        if updated.state == "cancelled" and not updated.may_be_at_runware and enhancement_charge(updated):
+        enhancement = enhancement_charge(updated)
+        if updated.state == "cancelled" and not updated.may_be_at_runware and enhancement:
             message = (f"Job #{job_id} was cancelled before its video reached Runware; only its prompt "
-                       f"enhancement is charged ({micro_to_usd(enhancement_charge(updated))}).")
+                       f"enhancement is charged ({micro_to_usd(enhancement)}).")
         elif updated.state == "cancelled" and not updated.may_be_at_runware:
             message = f"Job #{job_id} was cancelled before it reached Runware; nothing was charged."
         else:

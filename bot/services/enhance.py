@@ -24,6 +24,7 @@ import uuid
 
 from bot.db.records import JobRecord
 from bot.requests import ResolvedRequest
+from bot.runware.models import PromptEnhanceTask
 
 # Fixed forever: an enhancement's taskUUID must come out the same in every process and release.
 _NAMESPACE = uuid.UUID("3b0f8c7e-5f2a-4c1e-9a57-6d2f0e8b4a11")
@@ -36,6 +37,12 @@ def enhance_task_uuid(job_task_uuid: str) -> str:
     asks for a UUID v4), so a re-run after a crash sends the very same one."""
     derived = uuid.uuid5(_NAMESPACE, job_task_uuid)
     return str(uuid.UUID(bytes=derived.bytes, version=4))
+
+
+def enhance_task(job_task_uuid: str, prompt: str) -> PromptEnhanceTask:
+    """The job's one promptEnhance task (the submitter sends it; `generate --dry-run` shows it)."""
+    return PromptEnhanceTask(task_uuid=enhance_task_uuid(job_task_uuid), prompt=prompt, max_length=MAX_TOKENS,
+                             versions=VERSIONS)
 
 
 def enhancement_charge(job: JobRecord) -> int:

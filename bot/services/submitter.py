@@ -18,10 +18,9 @@ from bot.db.records import JobRecord
 from bot.requests import PROMPT_MAX, ResolvedRequest, build_task
 from bot.runware.client import RunwareClient
 from bot.runware.errors import AuthError, BalanceError, ConflictTaskUUID, RequestValidationError, RunwareError
-from bot.runware.models import PromptEnhanceTask
 from bot.services import queue
 from bot.services.clock import Clock
-from bot.services.enhance import MAX_TOKENS, VERSIONS, enhance_task_uuid, needs_enhancement
+from bot.services.enhance import enhance_task, needs_enhancement
 from bot.services.jobs import JobStore
 from bot.services.quotas import RUNWARE_PAUSE_KEY, blocked_term
 from bot.services.trouble import RunwareTrouble
@@ -145,8 +144,7 @@ class Submitter:
         enhanced text, or None when the job is not submitted now (failed, cancelled, or retried later)."""
         if not await self.store.begin_enhance(job.id):
             return None
-        task = PromptEnhanceTask(task_uuid=enhance_task_uuid(job.task_uuid), prompt=request.prompt,
-                                 max_length=MAX_TOKENS, versions=VERSIONS)
+        task = enhance_task(job.task_uuid, request.prompt)
         try:
             first, *_ = await self.client.enhance_prompt(task)
         except (AuthError, BalanceError) as exc:
