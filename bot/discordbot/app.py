@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,6 +117,15 @@ class KlingBot(commands.Bot):
                 or self.web is None):
             raise UserFacingError(RESTARTING)
         return Running(self.db, self.engine, self.sink, self.web)
+
+    def add_button_handlers(self, actions: Iterable[str], handler: ButtonHandler) -> None:
+        """A cog declares the actions it handles (in cog_load)."""
+        self.button_handlers.update(dict.fromkeys(actions, handler))
+
+    def drop_button_handlers(self, actions: Iterable[str]) -> None:
+        """A cog withdraws its actions (in cog_unload): their presses get RESTARTING until it is back."""
+        for action in actions:
+            self.button_handlers.pop(action, None)
 
     def button_handler(self, action: str) -> ButtonHandler:
         """The cog handling ``action``; a UserFacingError while none is loaded (starting, stopping, or

@@ -59,7 +59,6 @@ LAYOUT: dict[str, tuple[tuple[str, ...], ...]] = {
     "result": (("reroll", "extend", "remix"), ("share", "details", "delete")),
     "failure": (("reroll", "details", "delete"),),
 }
-STAGES: dict[str, tuple[str, ...]] = {stage: sum(rows, ()) for stage, rows in LAYOUT.items()}
 # Shown only on jobs made in a server: the gallery is a server's.
 GUILD_ONLY = frozenset({"share"})
 
@@ -139,11 +138,10 @@ class ButtonsCog(commands.Cog, name=COG_NAME):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(JobButton)
         self.bot.components_for = components_for
-        self.bot.button_handlers.update(dict.fromkeys(self._handlers, self))
+        self.bot.add_button_handlers(self._handlers, self)
 
     async def cog_unload(self) -> None:
-        for action in self._handlers:
-            self.bot.button_handlers.pop(action, None)
+        self.bot.drop_button_handlers(self._handlers)
         self.bot.remove_dynamic_items(JobButton)
         self.bot.components_for = None
 

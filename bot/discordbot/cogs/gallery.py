@@ -66,11 +66,10 @@ class GalleryCog(commands.Cog, name=COG_NAME):
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def cog_load(self) -> None:
-        self.bot.button_handlers.update(dict.fromkeys(ACTIONS, self))
+        self.bot.add_button_handlers(ACTIONS, self)
 
     async def cog_unload(self) -> None:
-        for action in ACTIONS:
-            self.bot.button_handlers.pop(action, None)
+        self.bot.drop_button_handlers(ACTIONS)
 
     async def handle(self, action: str, interaction: discord.Interaction, job_id: int) -> None:
         await self.share(interaction, job_id)

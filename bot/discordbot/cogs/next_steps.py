@@ -138,11 +138,10 @@ class NextStepsCog(commands.Cog, name=COG_NAME):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ExtendPick)
         self.bot.tree.add_command(self.menu, override=True)
-        self.bot.button_handlers.update(dict.fromkeys(ACTIONS, self))
+        self.bot.add_button_handlers(ACTIONS, self)
 
     async def cog_unload(self) -> None:
-        for action in ACTIONS:
-            self.bot.button_handlers.pop(action, None)
+        self.bot.drop_button_handlers(ACTIONS)
         self.bot.remove_dynamic_items(ExtendPick)
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
