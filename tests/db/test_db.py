@@ -24,6 +24,7 @@ from bot.db.jobs import insert_job, insert_result
 from bot.db.kv import kv_get, kv_set
 from bot.db.money import insert_ledger, ledger_for_job
 from bot.db.runs import live_runs, record_poll_round, register_run
+from tests.db.migrations import migrations_before
 
 TABLES = {"jobs", "results", "ledger", "member_limits", "role_limits", "guild_settings", "gen_channels",
           "blocklist", "bans", "audit", "kv", "runs", "gallery_posts"}
@@ -348,13 +349,7 @@ async def test_dm_jobs_stored_under_the_terminal_move_to_their_own_scope(store, 
     """Migration 004 on both stores: a job of guild 0 with a channel was a DM: it and its ledger rows
     move to the DM scope (-1); the terminal's jobs (channel 0), guild jobs and guild-0 credits stay
     where they are; the ledger is append-only again afterwards."""
-    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations"
-    before = tmp_path / "before-004"
-    (before / "pg").mkdir(parents=True)
-    for name in ("001-initial.sql", "002-job-creator.sql", "003-submit-sent.sql"):
-        shutil.copy(shipped / name, before / name)
-        shutil.copy(shipped / "pg" / name, before / "pg" / name)
-    db = await open_database(store, migrations_dir=before)
+    db = await open_database(store, migrations_dir=migrations_before(tmp_path, 4))
     try:
         assert await db.user_version() == 3
 
@@ -391,13 +386,7 @@ async def test_dm_jobs_stored_under_the_terminal_move_to_their_own_scope(store, 
 async def test_runs_keep_their_rows_and_gain_polled_at_when_the_heartbeat_goes(store, tmp_path):
     """Migration 007 on both stores: a database at 006 with a run and the old heartbeat row: the run
     stays, with no poll round recorded yet (health counts from its start), and the heartbeat table goes."""
-    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations"
-    before = tmp_path / "before-007"
-    (before / "pg").mkdir(parents=True)
-    for migration in load_migrations()[:6]:
-        shutil.copy(shipped / migration.name, before / migration.name)
-        shutil.copy(shipped / "pg" / migration.name, before / "pg" / migration.name)
-    db = await open_database(store, migrations_dir=before)
+    db = await open_database(store, migrations_dir=migrations_before(tmp_path, 7))
     try:
         assert await db.user_version() == 6
         await register_run(db, run_id="h:1:a", kind="discord", host="h", pid=1, now=100.0, lease_until=130.0)
@@ -419,14 +408,8 @@ async def test_runs_keep_their_rows_and_gain_polled_at_when_the_heartbeat_goes(s
 
 async def test_jobs_gain_the_prompt_enhancer_columns(store, tmp_path):
     """Migration 009 on both stores: a database at 008 with a job: the job gains the enhancer's columns
-    (no enhancement: reserve NULL, nothing sent, not resent), and a fresh database has them too."""
-    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations"
-    before = tmp_path / "before-009"
-    (before / "pg").mkdir(parents=True)
-    for migration in load_migrations()[:8]:
-        shutil.copy(shipped / migration.name, before / migration.name)
-        shutil.copy(shipped / "pg" / migration.name, before / "pg" / migration.name)
-    db = await open_database(store, migrations_dir=before)
+    (no enhancement: reserve NULL, nothing sent, not resent)."""
+    db = await open_database(store, migrations_dir=migrations_before(tmp_path, 9))
     try:
         assert await db.user_version() == 8
         await db.run(insert_job, guild_id=7, channel_id=10, user_id=5, model_key="kling-2.5-turbo-pro", params={},

@@ -4,9 +4,6 @@ was deleted in Discord."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from bot.db import Conn, IntegrityError, open_database
@@ -15,6 +12,7 @@ from bot.db.gallery import claim_gallery_post, get_gallery_post, record_gallery_
 from bot.db.guilds import get_guild_settings, update_guild_settings
 from bot.db.jobs import insert_job
 from bot.db.records import GalleryPost
+from tests.db.migrations import migrations_before
 
 GUILD, GALLERY, OTHER = 11, 900, 901
 OWNER, MOD = 3, 4
@@ -83,13 +81,7 @@ async def test_a_post_belongs_to_a_job(store):
 
 async def test_an_older_database_keeps_its_settings_and_gets_no_gallery(store, tmp_path):
     """Migration 008 over a database at 007 on both stores: the guild's settings stay, with no gallery."""
-    shipped = Path(__file__).resolve().parents[2] / "bot" / "db" / "migrations"
-    before = tmp_path / "before-008"
-    (before / "pg").mkdir(parents=True)
-    for migration in load_migrations()[:7]:
-        shutil.copy(shipped / migration.name, before / migration.name)
-        shutil.copy(shipped / "pg" / migration.name, before / "pg" / migration.name)
-    db = await open_database(store, migrations_dir=before)
+    db = await open_database(store, migrations_dir=migrations_before(tmp_path, 8))
     try:
         assert await db.user_version() == 7
         await db.run(Conn.execute, "INSERT INTO guild_settings (guild_id, log_channel_id) VALUES (?, ?)", (GUILD, 5))

@@ -43,7 +43,6 @@ async def test_the_enhanced_prompt_is_sent_shown_and_settled_with_the_video(worl
     assert w.sim.stats.enhance_bodies[uuid] == {
         "taskType": "promptEnhance", "taskUUID": uuid, "prompt": PROMPT, "promptMaxLength": 300,
         "promptVersions": 1, "includeCost": True}
-    assert ENHANCED.startswith(PROMPT + ", ") and ENHANCED != PROMPT
     assert w.sim.stats.tasks[job.task_uuid].body["positivePrompt"] == ENHANCED
     assert (job.enhanced_prompt, job.enhance_cost_micro, job.enhance_resent) == (ENHANCED, MICRO_PER_VERSION, False)
     assert money(await w.ledger()) == [("reserve", PRICE_5S + RESERVE)]
@@ -95,7 +94,7 @@ async def test_reroll_and_remix_start_from_the_enhanced_prompt_without_enhancing
     assert w.sim.stats.tasks[remix.task_uuid].body["positivePrompt"] == ENHANCED + ", at dusk"
     for job in (reroll, remix):
         assert (job.params["enhance"], job.enhance_reserve_micro, job.enhanced_prompt) == (False, None, None)
-        assert money(await w.ledger(user_id=OTHER_USER)).count(("reserve", PRICE_5S)) == 2
+    assert money(await w.ledger(user_id=OTHER_USER)).count(("reserve", PRICE_5S)) == 2
 
 
 async def test_a_failed_video_still_settles_the_enhancement(world: BotWorld) -> None:
