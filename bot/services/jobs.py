@@ -49,7 +49,7 @@ from bot.services.clock import Clock, day_of, month_of
 from bot.services.enhance import enhancement_charge
 from bot.services.enhance_steps import EnhanceSteps
 from bot.services.metrics import JobFinished, Metrics
-from bot.services.queue import SYSTEM_ACTOR
+from bot.services.queue import SYSTEM_ACTOR, job_ledger
 from bot.services.quotas import TERMINAL_SCOPE, Member, Quotas
 
 
@@ -59,14 +59,6 @@ def _actor(member: Member) -> str:
 
 def _may_still_bill(state: str, job: JobRecord) -> bool:
     return state == "timed_out" or (state == "cancelled" and job.may_be_at_runware)
-
-
-def _ledger(c: Conn, job: JobRecord, kind: str, amount: int, reason: str | None, now: float) -> int | None:
-    return insert_ledger(
-        c, kind=kind, guild_id=job.guild_id, user_id=job.user_id, job_id=job.id, amount_micro=amount,
-        day=job.day, month=job.month, actor=SYSTEM_ACTOR, reason=reason, at=now,
-        reserved_micro=job.estimate_micro,
-    )
 
 
 class JobStore(EnhanceSteps):
@@ -292,10 +284,10 @@ class JobStore(EnhanceSteps):
             pass  # the reserve stays open: a late cost, or expire() / close_late_window()
         elif videos is not None or enhancement:  # videos billed 0 still settle the enhancement
             reason = state if videos is not None else error or state
-            if _ledger(c, job, "settle", (videos or 0) + enhancement, reason, now) is not None:
+            if job_ledger(c, job, "settle", (videos or 0) + enhancement, reason, now) is not None:
                 settled = (videos or 0) + enhancement
         else:
-            _ledger(c, job, "release", job.estimate_micro, error or state, now)
+            job_ledger(c, job, "release", job.estimate_micro, error or state, now)
         if reached is not None or settled is not None:
             notes.append(JobFinished(job.model_key, reached, job.submitted_at, now, settled))
         return True
@@ -332,7 +324,7 @@ class JobStore(EnhanceSteps):
                 continue
             arrived, enhancement = results_for_job(c, job.id), enhancement_charge(job)
             if not arrived and not enhancement:
-                _ledger(c, job, "release", job.estimate_micro, "no cost reported", now)
+                job_ledger(c, job, "release", job.estimate_micro, "no cost reported", now)
                 closed.append(job.id)
                 continue
             # Runware billed what it made; a video whose cost it did not say counts at its share
@@ -344,7 +336,7 @@ class JobStore(EnhanceSteps):
                 came = "1 video" if len(arrived) == 1 else f"{len(arrived)} videos"
                 late_success(c, job.id, f"Only {came} of {job.variations} came: Runware did not finish "
                              f"the other {missing} in time, and they cost nothing.", missing)
-            if _ledger(c, job, "settle", cost, "late window closed", now) is not None:
+            if job_ledger(c, job, "settle", cost, "late window closed", now) is not None:
                 notes.append(JobFinished(job.model_key, None, job.submitted_at, now, cost))
             closed.append(job.id)
         return closed

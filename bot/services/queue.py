@@ -91,6 +91,15 @@ def _note_cancelled(notes: list[JobFinished], job: JobRecord, now: float) -> Non
     notes.append(JobFinished(job.model_key, "cancelled", job.submitted_at, now, None))
 
 
+def job_ledger(c: Conn, job: JobRecord, kind: str, amount: int, reason: str | None, now: float) -> int | None:
+    """One ledger row of ``job``'s money (reserve, settle, release), written by the bot itself."""
+    return insert_ledger(
+        c, kind=kind, guild_id=job.guild_id, user_id=job.user_id, job_id=job.id, amount_micro=amount,
+        day=job.day, month=job.month, actor=SYSTEM_ACTOR, reason=reason, at=now,
+        reserved_micro=job.estimate_micro,
+    )
+
+
 def open_send_window(c: Conn, job_id: int, now: float, notes: list[JobFinished],
                      mark_sending: Callable[[Conn, int, float], bool]) -> bool:
     """A queued job's call (the submit, or the prompt enhancement) is about to go out: True once
@@ -124,11 +133,8 @@ def cancel_queued(c: Conn, job: JobRecord, actor: str, now: float, notes: list[J
         return False
     set_cancelled_by(c, job.id, actor)
     enhancement = enhancement_charge(job)
-    insert_ledger(
-        c, kind="settle" if enhancement else "release", guild_id=job.guild_id, user_id=job.user_id,
-        job_id=job.id, amount_micro=enhancement or job.estimate_micro, day=job.day, month=job.month,
-        actor=SYSTEM_ACTOR, reason="cancelled before submit", at=now, reserved_micro=job.estimate_micro,
-    )
+    job_ledger(c, job, "settle" if enhancement else "release", enhancement or job.estimate_micro,
+               "cancelled before submit", now)
     _note_cancelled(notes, job, now)
     return True
 
